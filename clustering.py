@@ -1,0 +1,52 @@
+"""k-means pseudo-labels (SPEC §6 steps 3, 4 and 8) with faiss."""
+import numpy as np
+
+KMEANS_ITERATIONS = 20
+NO_SUBSAMPLING = 1 << 30
+
+
+def faiss_has_gpu():
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def run_kmeans(features, n_clusters, seed, use_gpu=None):
+    """Cluster chunk vectors: K clusters, 20 iterations, L2, every point used, no PCA.
+
+    Runs on the GPU when faiss has GPU support and a GPU is there. Returns one
+    cluster index per row and the final k-means objective.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n, d = x.shape
+    if n < n_clusters:
+        raise ValueError(f"k-means needs at least {n_clusters} points, got {n}")
+    clus = faiss.Clustering(d, n_clusters)
+    clus.niter = KMEANS_ITERATIONS
+    clus.seed = int(seed)
+    clus.max_points_per_centroid = NO_SUBSAMPLING
+    clus.min_points_per_centroid = 1
+    clus.verbose = False
+    if use_gpu is None:
+        use_gpu = faiss_has_gpu()
+    if use_gpu:
+        res = faiss.StandardGpuResources()
+        cfg = faiss.GpuIndexFlatConfig()
+        cfg.device = 0
+        index = faiss.GpuIndexFlatL2(res, d, cfg)
+    else:
+        index = faiss.IndexFlatL2(d)
+    clus.train(x, index)
+    _, nearest = index.search(x, 1)
+    stats = clus.iteration_stats
+    loss = float(stats.at(stats.size() - 1).obj) if stats.size() else float("nan")
+    return nearest.reshape(-1).astype(np.int64), loss
+
+
+def nmi(previous, current):
+    """Normalised mutual information between two cluster assignments of the same chunks."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return float(normalized_mutual_info_score(previous, current))

@@ -1,0 +1,176 @@
+"""The labelled dataset: turns of one split, normalised and chunked once per run.
+
+Each turn's features are read from disk once, normalised (SPEC §3), cut into
+11 chunks (SPEC §4) and written to an on-disk chunk cache. Training then reads
+whole turns from the cache by offset, so resident memory does not grow with
+the size of the corpus, and a second run with the same inputs reuses it.
+"""
+import hashlib
+import json
+import os
+import queue
+import threading
+import warnings
+
+import numpy as np
+import torch
+
+from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path,
+                   chunk_turn, feature_paths, load_mat, normalise_features, progress, read_labels)
+
+TURN_SHAPE = (CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS)
+CACHE_DTYPES = ("float32", "float16")
+
+
+def load_features(path):
+    """A feature file's (frames, 128) array; a clear error for an unreadable one."""
+    try:
+        feat = np.asarray(load_mat(path, FEATURE_VAR), dtype=np.float32)
+    except Exception as err:
+        raise UserError(f"cannot read features from {path}: {err}")
+    if feat.ndim != 2 or feat.shape[1] != N_MELS:
+        raise UserError(f"{path}: {FEATURE_VAR} has shape {feat.shape}, expected (frames, {N_MELS})")
+    return feat
+
+
+def cache_key(paths, mean, std, dtype):
+    """Identifies the inputs of a cache: the files (name, size, mtime), NormTerm, dtype."""
+    h = hashlib.sha1()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    h.update(np.asarray(mean, dtype=np.float64).tobytes())
+    h.update(np.asarray(std, dtype=np.float64).tobytes())
+    h.update(dtype.encode())
+    return h.hexdigest()[:16]
+
+
+class ChunkCache:
+    """Normalised chunks of a list of turns: a (turns, 11, 62, 128) .npy file on disk."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            self.offset = f.tell()
+        self.dtype = np.dtype(dtype)
+        self.n_turns = shape[0]
+        self.turn_bytes = int(np.prod(TURN_SHAPE)) * self.dtype.itemsize
+        self._fd = os.open(path, os.O_RDONLY)
+        meta_path = path[:-len(".npy")] + ".json"
+        with open(meta_path) as f:
+            self.meta = json.load(f)
+
+    def __len__(self):
+        return self.n_turns
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def read(self, indices):
+        """Turns `indices` as float32 (len, 11, 62, 128); read by offset, nothing kept."""
+        out = np.empty((len(indices),) + TURN_SHAPE, dtype=np.float32)
+        for row, i in enumerate(indices):
+            buf = os.pread(self._fd, self.turn_bytes, self.offset + int(i) * self.turn_bytes)
+            out[row] = np.frombuffer(buf, dtype=self.dtype).reshape(TURN_SHAPE)
+        return out
+
+    @classmethod
+    def build(cls, path, paths, mean, std, dtype="float32", desc="caching chunks"):
+        """Read, normalise and chunk every file once; stream the chunks into `path`."""
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                  "shape": (len(paths),) + TURN_SHAPE}
+        short = []
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, header)
+                for p in progress(paths, desc=desc, unit="turn"):
+                    feat = load_features(p)
+                    if feat.shape[0] < FRAMES_PER_CHUNK:
+                        short.append(os.path.basename(p))
+                    chunks = chunk_turn(normalise_features(feat, mean, std))
+                    f.write(chunks.astype(dtype).tobytes())
+            meta = {"files": [os.path.basename(p) for p in paths], "short_turns": short}
+            meta_path = path[:-len(".npy")] + ".json"
+            with atomic_path(meta_path) as mtmp:
+                with open(mtmp, "w") as mf:
+                    json.dump(meta, mf)
+        return cls(path)
+
+    @classmethod
+    def open_or_build(cls, cache_dir, name, paths, mean, std, dtype="float32"):
+        key = cache_key(paths, mean, std, dtype)
+        path = os.path.join(cache_dir, f"{name}_{key}.npy")
+        if os.path.isfile(path) and os.path.isfile(path[:-4] + ".json"):
+            return cls(path)
+        return cls.build(path, paths, mean, std, dtype, desc=f"caching {name} chunks")
+
+
+class LabelledTurns:
+    """One split of a labels file for one attribute: chunk cache + normalised labels."""
+
+    def __init__(self, split, labels_csv, feat_dir, norm, emotion, cache_dir, cache_dtype="float32"):
+        self.split = split
+        self.stems, labels = read_labels(labels_csv, split, (emotion,))
+        self.labels = labels[emotion]
+        self.label_mean = norm[f"{emotion}_mean"]
+        self.label_std = norm[f"{emotion}_std"]
+        self.norm_labels = ((self.labels - self.label_mean) / self.label_std).astype(np.float32)
+        paths = feature_paths(feat_dir, self.stems)
+        self.cache = ChunkCache.open_or_build(cache_dir, split, paths, norm["feat_mean"],
+                                              norm["feat_std"], cache_dtype)
+        short = self.cache.meta["short_turns"]
+        if short:
+            warnings.warn(f"{len(short)} {split} turn(s) shorter than {FRAMES_PER_CHUNK} frames were "
+                          f"padded to one chunk, e.g. {', '.join(short[:3])}", stacklevel=2)
+
+    def __len__(self):
+        return len(self.stems)
+
+
+def batches(cache, order, batch_size, labels=None, prefetch=2):
+    """Yield (index array, chunks tensor[, labels tensor]) for whole turns in `order`.
+
+    A background thread reads the next batches from the cache while the model
+    computes on the current one.
+    """
+    order = np.asarray(order)
+    spans = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    q = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def reader():
+        try:
+            for idx in spans:
+                if stop.is_set():
+                    return
+                item = (idx, torch.from_numpy(cache.read(idx)))
+                if labels is not None:
+                    item += (torch.from_numpy(labels[idx]),)
+                q.put(item)
+        except BaseException as err:  # handed to the consumer
+            q.put(err)
+        q.put(None)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)

@@ -1,0 +1,338 @@
+"""Temporal-Enhanced DeepEmoCluster model (SPEC §5).
+
+One chunk encoder ("vgg16": seven conv blocks and `cnn_out`), one of four
+temporal models over the 11 chunk embeddings of a turn, and two per-chunk
+heads: the cluster head (`classifier`, `top_layer_class`) and the regression
+head (`emo_regressor`, `top_layer_attri`). Module names are those of the
+authors' released checkpoints, so their state dicts load unchanged.
+"""
+import math
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils import CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS, TEMPORAL_TYPES, UserError
+
+ARCH = "vgg16"
+ENCODER_BLOCKS = ((32, 1), (32, 1), (64, 2), (64, 2), (128, 2), (128, 2), (128, 2))
+ENCODER_OUT = 128 * 2 * 4
+EMBED_DIM = 256
+GRU_HIDDEN = 128
+TEMP_CNN_CHANNELS = 16
+TEMP_CNN_KERNEL = 5
+TEMP_CNN_DROPOUT = 0.3
+TRANS_HEADS = 1
+TRANS_FEEDFORWARD = 256
+TRANS_DROPOUT = 0.3
+CNN_OUT_DROPOUT = 0.5
+TRIPLET_MARGIN = 1.0
+TRIPLET_TRIPLES = 10
+TRIPLET_WINDOW = 2
+DATAPARALLEL_MODULES = ("cnn_features", "cnn_out")
+
+
+def conv_blocks():
+    """Seven Conv2d 3×3 → BatchNorm2d → ReLU blocks (indices 0, 3, …, 18 are the convs)."""
+    layers, in_ch = [], 1
+    for out_ch, stride in ENCODER_BLOCKS:
+        layers += [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1),
+                   nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+        in_ch = out_ch
+    return nn.Sequential(*layers)
+
+
+class TempDeepEmoCluster(nn.Module):
+    """Chunk encoder + temporal model + cluster head + regression head.
+
+    Input: (turns, 11, 62, 128) normalised chunks. forward() returns the
+    cluster output per chunk, the attribute prediction per chunk (turns, 11)
+    and the chunk embeddings (turns, 11, 256). The subclasses below are the
+    four temporal variants; this base class alone has no temporal network.
+    """
+
+    temporal_type = None
+    cnn_out_dropout = True
+
+    def __init__(self, n_clusters):
+        super().__init__()
+        self.n_clusters = n_clusters
+        self.cnn_features = conv_blocks()
+        out = [nn.Linear(ENCODER_OUT, EMBED_DIM), nn.ReLU(inplace=True)]
+        if self.cnn_out_dropout:
+            out.append(nn.Dropout(CNN_OUT_DROPOUT))
+        self.cnn_out = nn.Sequential(*out)
+        self.build_temporal()
+        self.classifier = nn.Sequential(nn.Linear(EMBED_DIM, EMBED_DIM), nn.ReLU(inplace=True))
+        self.top_layer_class = nn.Linear(EMBED_DIM, n_clusters)
+        self.emo_regressor = nn.Sequential(nn.Linear(EMBED_DIM, EMBED_DIM), nn.ReLU(inplace=True))
+        self.top_layer_attri = nn.Linear(EMBED_DIM, 1)
+        self.initialize_weights()
+
+    def build_temporal(self):
+        pass
+
+    def temporal(self, seq):
+        return seq
+
+    def initialize_weights(self):
+        """SPEC §5: conv N(0, √(2/(k·k·out))), BatchNorm 1/0, every Linear N(0, 0.01), biases 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                m.weight.data.normal_(0, math.sqrt(2.0 / n))
+                if m.bias is not None:
+                    m.bias.data.zero_()
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.data.fill_(1)
+                m.bias.data.zero_()
+            elif isinstance(m, nn.Linear):
+                m.weight.data.normal_(0, 0.01)
+                m.bias.data.zero_()
+
+    # --- SPEC §6 steps 1 and 6: the cluster head off and back on -------------
+    def remove_cluster_head(self):
+        """Drop `top_layer_class` and the classifier's ReLU: cluster output = 256-d Linear."""
+        self.top_layer_class = None
+        self.classifier = nn.Sequential(*list(self.classifier.children())[:1])
+
+    def restore_cluster_head(self):
+        """Put the ReLU back and a fresh `top_layer_class` Linear(256, K), N(0, 0.01)."""
+        linear = self.classifier[0]
+        self.classifier = nn.Sequential(linear, nn.ReLU(inplace=True))
+        top = nn.Linear(EMBED_DIM, self.n_clusters).to(linear.weight.device)
+        top.weight.data.normal_(0, 0.01)
+        top.bias.data.zero_()
+        self.top_layer_class = top
+
+    # --- forward ------------------------------------------------------------------
+    def embed_chunks(self, chunks):
+        """(turns, 11, 62, 128) → chunk embeddings (turns, 11, 256), the output of `cnn_out`."""
+        turns = chunks.shape[0]
+        x = chunks.reshape(turns * CHUNKS_PER_TURN, 1, FRAMES_PER_CHUNK, N_MELS)
+        if self.cnn_features[0].weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.cnn_features(x)
+        x = self.cnn_out(x.flatten(1))
+        return x.reshape(turns, CHUNKS_PER_TURN, -1)
+
+    def forward(self, chunks):
+        emb = self.embed_chunks(chunks)
+        seq = self.temporal(emb).reshape(-1, EMBED_DIM)
+        cluster = self.classifier(seq)
+        if self.top_layer_class is not None:
+            cluster = self.top_layer_class(cluster)
+        attri = self.top_layer_attri(self.emo_regressor(seq)).reshape(-1, CHUNKS_PER_TURN)
+        return cluster, attri, emb
+
+    def predict_turns(self, chunks):
+        """A turn's prediction: the mean of its 11 chunk predictions (normalised scale)."""
+        return self.forward(chunks)[1].float().mean(dim=1)
+
+
+class TempGRU(TempDeepEmoCluster):
+    """One bidirectional GRU layer: 256 in, 128 per direction."""
+
+    temporal_type = "Temp-GRU"
+
+    def build_temporal(self):
+        self.temporal_net = nn.GRU(EMBED_DIM, GRU_HIDDEN, num_layers=1, batch_first=True,
+                                   bidirectional=True)
+
+    def temporal(self, seq):
+        return self.temporal_net(seq)[0]
+
+
+class TempCNN(TempDeepEmoCluster):
+    """The 11×256 sequence as a one-channel image through two 5×5 conv blocks."""
+
+    temporal_type = "Temp-CNN"
+
+    def build_temporal(self):
+        pad = TEMP_CNN_KERNEL // 2
+        self.temporal_net = nn.Sequential(
+            nn.Conv2d(1, TEMP_CNN_CHANNELS, TEMP_CNN_KERNEL, padding=pad),
+            nn.BatchNorm2d(TEMP_CNN_CHANNELS), nn.ReLU(inplace=True),
+            nn.Conv2d(TEMP_CNN_CHANNELS, 1, TEMP_CNN_KERNEL, padding=pad),
+            nn.BatchNorm2d(1), nn.ReLU(inplace=True), nn.Dropout(TEMP_CNN_DROPOUT))
+
+    def temporal(self, seq):
+        return self.temporal_net(seq.unsqueeze(1)).squeeze(1)
+
+
+class PositionalEncoding(nn.Module):
+    """Sinusoidal positions for the 11 chunks, a (11, 1, 256) buffer, added sequence-first."""
+
+    def __init__(self, d_model=EMBED_DIM, length=CHUNKS_PER_TURN):
+        super().__init__()
+        position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+        div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(length, d_model)
+        pe[:, 0::2] = torch.sin(position * div)
+        pe[:, 1::2] = torch.cos(position * div)
+        self.register_buffer("pe", pe.unsqueeze(1))
+
+    def forward(self, x):
+        return x + self.pe[: x.size(0)]
+
+
+class TempTrans(TempDeepEmoCluster):
+    """Positional encoding, then one post-norm Transformer encoder layer, sequence-first."""
+
+    temporal_type = "Temp-Trans"
+
+    def build_temporal(self):
+        self.pos_enc = PositionalEncoding()
+        self.temporal_net = nn.TransformerEncoderLayer(
+            d_model=EMBED_DIM, nhead=TRANS_HEADS, dim_feedforward=TRANS_FEEDFORWARD,
+            dropout=TRANS_DROPOUT, activation="relu", norm_first=False, batch_first=False)
+
+    def temporal(self, seq):
+        return self.temporal_net(self.pos_enc(seq.transpose(0, 1))).transpose(0, 1)
+
+
+class TempTriplet(TempDeepEmoCluster):
+    """No temporal network and no Dropout in `cnn_out`: a triplet loss on the chunk
+    embeddings pulls chunks that are close in time together (see triplet_loss)."""
+
+    temporal_type = "Temp-Triplet"
+    cnn_out_dropout = False
+
+
+MODELS = {cls.temporal_type: cls for cls in (TempGRU, TempCNN, TempTrans, TempTriplet)}
+
+
+def build_model(temporal_type, n_clusters):
+    if temporal_type not in MODELS:
+        raise ValueError(f"unknown temporal type {temporal_type!r}; choose from {TEMPORAL_TYPES}")
+    return MODELS[temporal_type](n_clusters)
+
+
+def triplet_indices(generator):
+    """SPEC §5 Temp-Triplet: 10 (anchor, positive, negative) chunk-index triples.
+
+    Positive: within 2 chunks of the anchor (not itself); negative: any other chunk.
+    """
+    triples = []
+    for _ in range(TRIPLET_TRIPLES):
+        a = int(torch.randint(CHUNKS_PER_TURN, (1,), generator=generator))
+        near = [i for i in range(a - TRIPLET_WINDOW, a + TRIPLET_WINDOW + 1)
+                if i != a and 0 <= i < CHUNKS_PER_TURN]
+        far = [i for i in range(CHUNKS_PER_TURN) if i != a and i not in near]
+        p = near[int(torch.randint(len(near), (1,), generator=generator))]
+        n = far[int(torch.randint(len(far), (1,), generator=generator))]
+        triples.append((a, p, n))
+    return triples
+
+
+def triplet_loss(emb, triples):
+    """Triplet margin loss (margin 1, L2) of every triple applied to every turn."""
+    a, p, n = (torch.tensor(t, device=emb.device) for t in zip(*triples))
+    return F.triplet_margin_loss(emb[:, a].reshape(-1, emb.shape[-1]).float(),
+                                 emb[:, p].reshape(-1, emb.shape[-1]).float(),
+                                 emb[:, n].reshape(-1, emb.shape[-1]).float(),
+                                 margin=TRIPLET_MARGIN, p=2)
+
+
+# --- checkpoints ---------------------------------------------------------------------
+def checkpoint_name(epochs, batch, n_clusters, emotion, temporal_type, unlabel=0):
+    """The released file name, `…_unlabel{N}` for the semi-supervised variant."""
+    name = f"TempDeepEmoCluster_epoch{epochs}_batch{batch}_{n_clusters}clusters_{emotion}_{temporal_type}"
+    if unlabel:
+        name += f"_unlabel{unlabel}"
+    return name + ".pth.tar"
+
+
+def released_state_dict(model):
+    """The state dict in the released layout: `cnn_features.module.*`, `cnn_out.module.*`."""
+    out = {}
+    for key, value in model.state_dict().items():
+        head, _, rest = key.partition(".")
+        out[f"{head}.module.{rest}" if head in DATAPARALLEL_MODULES else key] = value.detach().cpu()
+    return out
+
+
+def canonical_state_dict(state_dict):
+    """Accept keys with or without the DataParallel `.module` infix, and a Transformer
+    layer stored inside a one-layer TransformerEncoder (`temporal_net.layers.0.*`)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        key = key.replace(".module.", ".", 1) if key.split(".")[0] in DATAPARALLEL_MODULES else key
+        if key.startswith("temporal_net.layers.0."):
+            key = "temporal_net." + key[len("temporal_net.layers.0."):]
+        out[key] = value
+    return out
+
+
+def read_checkpoint(path):
+    """Load a checkpoint file safely: tensors, strings and dicts only, no code runs."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}. Train it with main.py (see README) "
+                        "or put a released checkpoint there.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        if "weights_only" in str(err) or "Unsupported" in str(err) or "global" in str(err).lower():
+            raise UserError(f"refusing to load {path}: it holds more than tensors and plain "
+                            "data (loading it would run code from the file)")
+        raise UserError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}")
+
+
+def infer_checkpoint_setup(state_dict):
+    """(temporal type, number of clusters) that a state dict was trained with."""
+    keys = set(state_dict)
+    k = state_dict["top_layer_class.weight"].shape[0] if "top_layer_class.weight" in keys else None
+    if "pos_enc.pe" in keys:
+        mt = "Temp-Trans"
+    elif "temporal_net.weight_ih_l0" in keys:
+        mt = "Temp-GRU"
+    elif "temporal_net.0.weight" in keys:
+        mt = "Temp-CNN"
+    elif not any(key.startswith("temporal_net.") for key in keys):
+        mt = "Temp-Triplet"
+    else:
+        mt = None
+    return mt, k
+
+
+def load_model(path, temporal_type, n_clusters, device="cpu"):
+    """A model built from the flags with a checkpoint's weights; a mismatch is explained."""
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise UserError(f"{path} is not a TempDeepEmoCluster checkpoint (no 'state_dict')")
+    state = canonical_state_dict(ckpt["state_dict"])
+    found_mt, found_k = infer_checkpoint_setup(state)
+    if found_mt is not None and found_mt != temporal_type:
+        raise UserError(f"{path} holds a {found_mt} model, but -mt {temporal_type} was given")
+    if found_k is not None and found_k != n_clusters:
+        raise UserError(f"{path} was trained with {found_k} clusters, but -nc {n_clusters} was given")
+    model = build_model(temporal_type, n_clusters)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise UserError(f"{path} does not fit a {temporal_type} model with {n_clusters} clusters: "
+                        f"{str(err).splitlines()[0]}")
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_batch(models, chunks, device, bf16=False):
+    """Each model's turn predictions (normalised scale) for one batch of chunked turns."""
+    from utils import autocast
+
+    x = chunks.to(device, non_blocking=True)
+    out = []
+    for model in models:
+        with autocast(device, bf16):
+            out.append(model.predict_turns(x).float().cpu().numpy())
+    return out
+
+
+def prepare_for_inference(model, device, bf16):
+    """Evaluation mode; channels-last convolutions on the fast path."""
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+    return model.to(device).eval()

@@ -1,0 +1,77 @@
+"""Compute the normalisation terms ("NormTerm", SPEC §3) from the Train split.
+
+    python norm_para.py --labels labels_concensus.csv --features FEATURE_DIR --norm-dir ./NormTerm
+
+Per-band mean and standard deviation over all frames of all Train files, and
+the mean and standard deviation of each attribute's Train labels, saved as
+`.mat` files holding `normal_para`.
+"""
+import argparse
+
+import numpy as np
+
+from dataloader import load_features
+from utils import (EMOTIONS, NORM_VAR, N_MELS, UserError, feature_paths, norm_files, progress,
+                   read_labels, run_cli, save_mat)
+
+# Data paths: edit these, or give them on the command line.
+LABELS_CSV = "./demo_corpus/Labels/labels_concensus.csv"
+FEATURES_DIR = "./demo_corpus/Features"
+NORM_DIR = "./NormTerm"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--labels", default=LABELS_CSV, help="labels_concensus.csv")
+    p.add_argument("--features", default=FEATURES_DIR, help="folder of .mat feature files")
+    p.add_argument("--norm-dir", default=NORM_DIR, help="where the NormTerm files are written")
+    return p.parse_args(argv)
+
+
+def feature_mean_std(paths):
+    """Per-band mean and population std over all frames of all files, one file at a time
+    (pairwise combination of per-file moments, so memory does not grow with the corpus)."""
+    count, mean, m2 = 0, np.zeros(N_MELS), np.zeros(N_MELS)
+    for path in progress(paths, desc="NormTerm", unit="file"):
+        x = load_features(path).astype(np.float64)
+        n = x.shape[0]
+        if n == 0:
+            continue
+        m = x.mean(axis=0)
+        delta = m - mean
+        total = count + n
+        mean = mean + delta * n / total
+        m2 = m2 + ((x - m) ** 2).sum(axis=0) + delta ** 2 * count * n / total
+        count = total
+    if count == 0:
+        raise UserError("the Train feature files hold no frames")
+    return mean, np.sqrt(m2 / count)
+
+
+def compute_norm_term(labels_csv, features_dir):
+    stems, labels = read_labels(labels_csv, "Train", EMOTIONS)
+    mean, std = feature_mean_std(feature_paths(features_dir, stems))
+    term = {"feat_mean": mean, "feat_std": std}
+    for emo in EMOTIONS:
+        term[f"{emo}_mean"] = float(np.mean(labels[emo]))
+        term[f"{emo}_std"] = float(np.std(labels[emo]))
+    return term, len(stems)
+
+
+def save_norm_term(term, norm_dir):
+    paths = norm_files(norm_dir)
+    for key, value in term.items():
+        save_mat(paths[key], NORM_VAR, np.asarray(value, dtype=np.float64).reshape(1, -1))
+    return paths
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    term, n = compute_norm_term(args.labels, args.features)
+    save_norm_term(term, args.norm_dir)
+    print(f"NormTerm from {n} Train turns written to {args.norm_dir}: "
+          + ", ".join(f"{e} {term[e + '_mean']:.3f}±{term[e + '_std']:.3f}" for e in EMOTIONS))
+
+
+if __name__ == "__main__":
+    run_cli(main)

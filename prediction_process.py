@@ -1,0 +1,140 @@
+"""Predict arousal, dominance and valence for every WAV under a folder (SPEC §7).
+
+    python prediction_process.py --input WAV_DIR --output pred_result.csv -mt Temp-Triplet
+
+Features as in feat_extract.py, normalised with NormTerm, chunked, run
+through the three attribute models of one temporal type. Writes a CSV with
+File_Name, Aro-Score, Dom-Score, Val-Score, one row per file in sorted walk
+order; files that cannot be read are listed with the reason in
+`<output>_errors.csv` next to it.
+"""
+import argparse
+import csv
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import torch
+
+from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
+from utils import (EMOTIONS, UserError, add_model_args, atomic_path, chunk_turn, extract_features,
+                   load_norm_term, normalise_features, pick_device, progress, run_cli,
+                   seed_everything, use_bf16, walk_audio)
+
+# Data paths: edit these, or give them on the command line.
+INPUT_DIR = "./demo_corpus/Predict"
+OUTPUT_CSV = "./pred_result.csv"
+SCORE_COLUMNS = {"Act": "Aro-Score", "Dom": "Dom-Score", "Val": "Val-Score"}
+FILES_PER_BLOCK = 256
+INFERENCE_BATCH = 64
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", default=INPUT_DIR, help="folder searched recursively for .wav files")
+    p.add_argument("--output", default=OUTPUT_CSV, help="the CSV to write")
+    add_model_args(p, emotion=False)
+    p.add_argument("--workers", type=int, default=1, help="feature-extraction processes")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    return args
+
+
+def load_attribute_models(args, device, bf16):
+    models = []
+    for emo in EMOTIONS:
+        name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, emo,
+                               args.model_type, args.unlabel_size)
+        model = load_model(os.path.join(args.model_dir, name), args.model_type, args.num_clusters)
+        models.append(prepare_for_inference(model, device, bf16))
+    return models
+
+
+def safe_features(path):
+    try:
+        return extract_features(path), None
+    except ValueError as err:
+        return None, str(err)
+
+
+def predict_folder(wavs, models, norm, device, bf16, workers=1):
+    """(rows of File_Name + three scores, errors of File_Name + reason), in the order of `wavs`.
+
+    Works through the files in blocks, so memory does not grow with the folder.
+    """
+    rows, errors = [], []
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    bar = progress(total=len(wavs), desc="predict", unit="file")
+    try:
+        for start in range(0, len(wavs), FILES_PER_BLOCK):
+            block = wavs[start:start + FILES_PER_BLOCK]
+            feats = pool.map(safe_features, block, chunksize=4) if pool else map(safe_features, block)
+            names, chunks = [], []
+            for wav, (feat, reason) in zip(block, feats):
+                if feat is None:
+                    errors.append((os.path.basename(wav), reason))
+                    continue
+                names.append(os.path.basename(wav))
+                chunks.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"])))
+            scores = [[] for _ in EMOTIONS]
+            for i in range(0, len(chunks), INFERENCE_BATCH):
+                batch = torch.from_numpy(np.stack(chunks[i:i + INFERENCE_BATCH]))
+                for s, pred in zip(scores, predict_batch(models, batch, device, bf16)):
+                    s.append(pred)
+            if names:
+                denorm = [np.concatenate(s) * norm[f"{e}_std"] + norm[f"{e}_mean"]
+                          for s, e in zip(scores, EMOTIONS)]
+                rows += [(n,) + tuple(float(d[j]) for d in denorm) for j, n in enumerate(names)]
+            bar.update(len(block))
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
+    return rows, errors
+
+
+def write_csv(path, header, rows):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+
+
+def error_report_path(output):
+    root, _ = os.path.splitext(output)
+    return root + "_errors.csv"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    seed_everything(0)
+    if not os.path.isdir(args.input):
+        raise UserError(f"input folder not found: {args.input}")
+    wavs, _ = walk_audio(args.input)
+    if not wavs:
+        raise UserError(f"no .wav files found under {args.input}")
+    device = pick_device(args.device)
+    bf16 = use_bf16(args.precision, device)
+    norm = load_norm_term(args.norm_dir)
+    models = load_attribute_models(args, device, bf16)
+    t0 = time.time()
+    rows, errors = predict_folder(wavs, models, norm, device, bf16, args.workers)
+    write_csv(args.output, ["File_Name"] + [SCORE_COLUMNS[e] for e in EMOTIONS], rows)
+    report = error_report_path(args.output)
+    if errors:
+        write_csv(report, ["File_Name", "Reason"], errors)
+    elif os.path.exists(report):
+        os.remove(report)
+    print(f"{len(rows)} of {len(wavs)} file(s) predicted with {args.model_type} models "
+          f"in {time.time() - t0:.1f}s: {args.output}")
+    if errors:
+        print(f"{len(errors)} file(s) could not be read, listed with the reason in {report}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,205 @@
+"""Tests for make_demo_corpus.py on a tiny corpus (a few seconds in all)."""
+
+import csv
+import os
+import sys
+import wave
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import make_demo_corpus as mdc  # noqa: E402
+
+TINY = ["--train", "6", "--validation", "3", "--test", "3", "--predict", "2", "--unlabeled", "2"]
+COLUMNS = ["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"]
+
+
+def make(out_dir, seed=0, extra=()):
+    assert mdc.main(["--out", str(out_dir), "--seed", str(seed), *TINY, *extra]) == 0
+    return out_dir
+
+
+def all_files(root):
+    """{relative path: bytes} for every file under root."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, root)] = handle.read()
+    return found
+
+
+def read_rows(root):
+    with open(os.path.join(root, "Labels", "labels_concensus.csv"), newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make(tmp_path_factory.mktemp("corpus") / "demo")
+
+
+def test_same_seed_gives_identical_files(corpus, tmp_path):
+    again = make(tmp_path / "again")
+    first, second = all_files(corpus), all_files(again)
+    assert sorted(first) == sorted(second)
+    assert first == second
+
+
+def test_rerun_in_place_is_identical_and_overwrites(tmp_path):
+    out = make(tmp_path / "demo")
+    before = all_files(out)
+    wav = os.path.join(out, "Audios", sorted(os.listdir(os.path.join(out, "Audios")))[0])
+    with open(wav, "wb") as handle:
+        handle.write(b"garbage")
+    make(out)
+    assert all_files(out) == before
+    assert not [name for name in os.listdir(os.path.join(out, "Audios")) if name.endswith(".tmp")]
+
+
+def test_different_seed_differs(corpus, tmp_path):
+    other = make(tmp_path / "other", seed=1)
+    first, second = all_files(corpus), all_files(other)
+    assert first["Labels/labels_concensus.csv"] != second["Labels/labels_concensus.csv"]
+    shared_wavs = [p for p in first if p.endswith(".wav") and p in second]
+    assert shared_wavs
+    assert all(first[p] != second[p] for p in shared_wavs)
+
+
+def test_csv_columns_and_values(corpus):
+    fields, rows = read_rows(corpus)
+    assert fields == COLUMNS
+    assert len(rows) == 12
+    assert [r["Split_Set"] for r in rows].count("Train") == 6
+    assert [r["Split_Set"] for r in rows].count("Validation") == 3
+    assert [r["Split_Set"] for r in rows].count("Test1") == 3
+    for row in rows:
+        assert row["FileName"].endswith(".wav")
+        for column in ("EmoAct", "EmoVal", "EmoDom"):
+            assert 1.0 <= float(row[column]) <= 7.0
+        assert row["Split_Set"] in {"Train", "Validation", "Test1"}
+        assert row["Gender"] in {"Male", "Female"}
+        assert row["EmoClass"] in set("NHSACUDF")
+        int(row["SpkrID"])
+    assert len({r["FileName"] for r in rows}) == len(rows)
+
+
+def test_splits_are_speaker_disjoint(corpus):
+    _, rows = read_rows(corpus)
+    speakers = {split: {r["SpkrID"] for r in rows if r["Split_Set"] == split}
+                for split in ("Train", "Validation", "Test1")}
+    assert all(speakers.values())
+    assert not speakers["Train"] & speakers["Validation"]
+    assert not speakers["Train"] & speakers["Test1"]
+    assert not speakers["Validation"] & speakers["Test1"]
+
+
+def check_wav(path):
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getframerate() == 16000
+        assert wav.getnchannels() == 1
+        assert wav.getsampwidth() == 2
+        assert wav.getcomptype() == "NONE"
+        assert wav.getnframes() / 16000 >= 2.75
+
+
+def test_listed_wavs_exist_and_have_the_format(corpus):
+    _, rows = read_rows(corpus)
+    for row in rows:
+        check_wav(os.path.join(corpus, "Audios", row["FileName"]))
+    assert sorted(os.listdir(os.path.join(corpus, "Audios"))) == sorted(r["FileName"] for r in rows)
+
+
+def test_predict_and_unlabeled_files(corpus):
+    _, rows = read_rows(corpus)
+    listed = {r["FileName"] for r in rows}
+    predict = sorted(os.listdir(os.path.join(corpus, "Predict")))
+    unlabeled = sorted(os.listdir(os.path.join(corpus, "Unlabeled")))
+    assert len(predict) == 2 and len(unlabeled) == 2
+    for folder, names in (("Predict", predict), ("Unlabeled", unlabeled)):
+        for name in names:
+            check_wav(os.path.join(corpus, folder, name))
+    names = listed | set(predict) | set(unlabeled)
+    assert len(names) == len(listed) + len(predict) + len(unlabeled)
+
+
+def test_predict_speakers_are_test_speakers_and_unlabeled_speakers_are_new(corpus):
+    _, rows = read_rows(corpus)
+    test_speakers = {int(r["SpkrID"]) for r in rows if r["Split_Set"] == "Test1"}
+    labelled_speakers = {int(r["SpkrID"]) for r in rows}
+    predict = os.listdir(os.path.join(corpus, "Predict"))
+    unlabeled = os.listdir(os.path.join(corpus, "Unlabeled"))
+    assert {int(name.split("_")[1]) for name in predict} <= test_speakers
+    assert not {int(name.split("_")[1]) for name in unlabeled} & labelled_speakers
+
+
+def test_smaller_rerun_removes_stale_generated_files(tmp_path):
+    out = make(tmp_path / "demo")
+    assert mdc.main(["--out", str(out), "--train", "2", "--validation", "1", "--test", "1",
+                     "--predict", "1", "--unlabeled", "0"]) == 0
+    _, rows = read_rows(out)
+    assert sorted(os.listdir(os.path.join(out, "Audios"))) == sorted(r["FileName"] for r in rows)
+    assert len(os.listdir(os.path.join(out, "Predict"))) == 1
+    assert os.listdir(os.path.join(out, "Unlabeled")) == []
+
+
+def test_refuses_a_folder_with_foreign_labels(tmp_path):
+    out = tmp_path / "real"
+    (out / "Labels").mkdir(parents=True)
+    (out / "Labels" / "labels_concensus.csv").write_text("FileName\n")
+    with pytest.raises(SystemExit) as exit_info:
+        mdc.main(["--out", str(out), *TINY])
+    assert exit_info.value.code == 2
+    assert (out / "Labels" / "labels_concensus.csv").read_text() == "FileName\n"
+
+
+@pytest.mark.parametrize("bad", [
+    ["--train", "-1"],
+    ["--validation", "-3"],
+    ["--test", "-1"],
+    ["--predict", "-1"],
+    ["--unlabeled", "-2"],
+    ["--train", "1.5"],
+    ["--size", "0"],
+    ["--size", "-0.5"],
+    ["--size", "nan"],
+    ["--size", "inf"],
+    ["--seed", "-1"],
+    ["--test", "0", "--predict", "1"],
+])
+def test_bad_flag_values_exit_with_code_2(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        mdc.main(["--out", str(tmp_path / "x"), *bad])
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_size_scales_default_counts():
+    args = mdc.build_parser().parse_args(["--size", "0.5"])
+    assert mdc.split_counts(args) == {"Train": 240, "Validation": 60, "Test1": 60}
+    args = mdc.build_parser().parse_args(["--size", "0.001"])
+    assert mdc.split_counts(args) == {"Train": 1, "Validation": 1, "Test1": 1}
+    args = mdc.build_parser().parse_args(["--size", "0.5", "--test", "7"])
+    assert mdc.split_counts(args)["Test1"] == 7
+
+
+def test_default_speaker_counts():
+    plan = mdc.plan_corpus({"Train": 480, "Validation": 120, "Test1": 120}, 20, 0)
+    speakers = {split: {spk for _, spk, _, kind, s in plan if s == split}
+                for split in ("Train", "Validation", "Test1")}
+    assert [len(speakers[s]) for s in ("Train", "Validation", "Test1")] == [24, 6, 6]
+
+
+def test_turns_do_not_depend_on_corpus_size(corpus, tmp_path):
+    """Each turn comes from its own (seed, speaker, turn) generator, not from the order of work."""
+    small = tmp_path / "small"
+    assert mdc.main(["--out", str(small), "--train", "3", "--validation", "3", "--test", "3",
+                     "--predict", "0"]) == 0
+    big, little = all_files(corpus), all_files(small)
+    wavs = [p for p in little if p.endswith(".wav")]
+    assert len(wavs) == 9
+    assert all(little[p] == big[p] for p in wavs)
