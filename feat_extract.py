@@ -13,7 +13,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, UserError, atomic_path, extract_features,
+from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path, extract_features,
                    load_mat, progress, run_cli, save_mat, walk_audio)
 
 # Data paths: edit these, or give them on the command line.
@@ -37,7 +37,7 @@ def parse_args(argv=None):
 def output_is_complete(path):
     try:
         feat = load_mat(path, FEATURE_VAR)
-        return feat.ndim == 2 and feat.shape[0] > 0
+        return feat.ndim == 2 and feat.shape[0] > 0 and feat.shape[1] == N_MELS
     except Exception:
         return False
 
@@ -47,9 +47,9 @@ def extract_one(job):
     wav, out = job
     try:
         feat = extract_features(wav)
-    except ValueError as err:
-        return wav, "failed", 0, str(err)
-    save_mat(out, FEATURE_VAR, feat)
+        save_mat(out, FEATURE_VAR, feat)
+    except Exception as err:  # recorded with the reason; the other files go on
+        return wav, "failed", 0, str(err) or type(err).__name__
     status = "short" if feat.shape[0] < FRAMES_PER_CHUNK else "ok"
     return wav, status, feat.shape[0], ""
 

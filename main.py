@@ -22,7 +22,7 @@ from model import (build_model, canonical_state_dict, checkpoint_name, read_chec
                    released_state_dict, triplet_indices, triplet_loss, ARCH)
 from utils import (CHUNKS_PER_TURN, UserError, add_model_args, autocast, ccc_loss, load_norm_term,
                    pick_device, progress, run_cli, save_json, save_torch, seed_everything,
-                   sentence_uniform_sample, use_bf16)
+                   sentence_uniform_sample, use_bf16, use_channels_last)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"
@@ -237,7 +237,7 @@ def train(args):
     unlabelled = unlabelled_pool(args, norm, rng) if args.unlabel_size else None
 
     model = build_model(args.model_type, args.num_clusters)
-    if bf16:
+    if use_channels_last(args.precision):
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
     model.remove_cluster_head()
@@ -318,6 +318,7 @@ def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, 
         "state_dict": released_state_dict(model),
         "sgd": optimizers[0].state_dict(), "adam": optimizers[1].state_dict(),
         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "triplet_rng": triplet_gen.get_state() if triplet_gen is not None else None})
 
 
@@ -334,12 +335,21 @@ def resume_state(run, model, optimizers, rng, triplet_gen):
     optimizers[1].load_state_dict(state["adam"])
     rng.bit_generator.state = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     if triplet_gen is not None and state["triplet_rng"] is not None:
         triplet_gen.set_state(state["triplet_rng"])
-    with open(run.history) as f:
-        history = json.load(f)
-    cluster_log = list(np.load(run.cluster_log, allow_pickle=False))
-    return state["epoch"], state["best_val_loss"], history, cluster_log
+    epoch = state["epoch"]
+    try:
+        with open(run.history) as f:
+            history = json.load(f)
+        cluster_log = list(np.load(run.cluster_log, allow_pickle=False))
+    except (OSError, ValueError) as err:
+        raise UserError(f"--resume: cannot read the training history or cluster log beside "
+                        f"{run.resume} ({err}); start the training again without --resume")
+    # A kill between writing these and the resume file leaves them one epoch ahead.
+    history = {k: v[:epoch] for k, v in history.items()}
+    return epoch, state["best_val_loss"], history, cluster_log[:epoch]
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@ authors' released checkpoints, so their state dicts load unchanged.
 """
 import math
 import os
+import pickle
 
 import torch
 import torch.nn as nn
@@ -275,10 +276,15 @@ def read_checkpoint(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        if "weights_only" in str(err) or "Unsupported" in str(err) or "global" in str(err).lower():
+        # The weights-only unpickler rejects anything that is not tensors and plain data
+        # (an UnpicklingError); any other failure means a damaged or foreign file.
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err):
             raise UserError(f"refusing to load {path}: it holds more than tensors and plain "
-                            "data (loading it would run code from the file)")
-        raise UserError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}")
+                            "data (loading it would run code from the file). Use a checkpoint "
+                            "written by main.py or a released one from a source you trust.")
+        detail = (str(err).splitlines() or ["no detail"])[0]
+        raise UserError(f"cannot read checkpoint {path}: the file is damaged or not a PyTorch "
+                        f"checkpoint ({type(err).__name__}: {detail})")
 
 
 def infer_checkpoint_setup(state_dict):
@@ -331,8 +337,8 @@ def predict_batch(models, chunks, device, bf16=False):
     return out
 
 
-def prepare_for_inference(model, device, bf16):
+def prepare_for_inference(model, device, channels_last):
     """Evaluation mode; channels-last convolutions on the fast path."""
-    if bf16:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval()

@@ -7,12 +7,13 @@ the mean and standard deviation of each attribute's Train labels, saved as
 `.mat` files holding `normal_para`.
 """
 import argparse
+import os
 
 import numpy as np
 
 from dataloader import load_features
-from utils import (EMOTIONS, NORM_VAR, N_MELS, UserError, feature_paths, norm_files, progress,
-                   read_labels, run_cli, save_mat)
+from utils import (EMOTIONS, NORM_VAR, N_MELS, UserError, feature_paths, load_mat, norm_files,
+                   progress, read_labels, run_cli, save_mat)
 
 # Data paths: edit these, or give them on the command line.
 LABELS_CSV = "./demo_corpus/Labels/labels_concensus.csv"
@@ -59,9 +60,17 @@ def compute_norm_term(labels_csv, features_dir):
 
 
 def save_norm_term(term, norm_dir):
+    """Write each NormTerm file; a file that already holds the same values is left as it is."""
     paths = norm_files(norm_dir)
     for key, value in term.items():
-        save_mat(paths[key], NORM_VAR, np.asarray(value, dtype=np.float64).reshape(1, -1))
+        value = np.asarray(value, dtype=np.float64).reshape(1, -1)
+        if os.path.isfile(paths[key]):
+            try:
+                if np.array_equal(load_mat(paths[key], NORM_VAR), value):
+                    continue
+            except Exception:
+                pass
+        save_mat(paths[key], NORM_VAR, value)
     return paths
 
 

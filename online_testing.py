@@ -13,7 +13,7 @@ import numpy as np
 from dataloader import CACHE_DTYPES, LabelledTurns, batches
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
 from utils import (add_model_args, ccc_metric, load_norm_term, pick_device, progress, run_cli,
-                   seed_everything, use_bf16)
+                   seed_everything, use_bf16, use_channels_last)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"
@@ -38,11 +38,11 @@ def test_ccc(args):
     """(CCC, de-normalised predictions, labels) of the matching checkpoint on a split."""
     seed_everything(args.seed)
     device = pick_device(args.device)
-    bf16 = use_bf16(args.precision, device)
+    bf16 = use_bf16(args.precision, device, training=False)
     name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
                            args.model_type, args.unlabel_size)
     model = load_model(os.path.join(args.model_dir, name), args.model_type, args.num_clusters)
-    model = prepare_for_inference(model, device, bf16)
+    model = prepare_for_inference(model, device, use_channels_last(args.precision))
     norm = load_norm_term(args.norm_dir, (args.emo_attr,))
     data = LabelledTurns(args.split, args.labels, args.features, norm, args.emo_attr,
                          args.cache_dir, args.cache_dtype)

@@ -12,15 +12,16 @@ import argparse
 import csv
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
 
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
-from utils import (EMOTIONS, UserError, add_model_args, atomic_path, chunk_turn, extract_features,
-                   load_norm_term, normalise_features, pick_device, progress, run_cli,
-                   seed_everything, use_bf16, walk_audio)
+from utils import (EMOTIONS, FRAMES_PER_CHUNK, UserError, add_model_args, atomic_path, chunk_turn,
+                   extract_features, load_norm_term, normalise_features, pick_device, progress,
+                   run_cli, seed_everything, use_bf16, use_channels_last, walk_audio)
 
 # Data paths: edit these, or give them on the command line.
 INPUT_DIR = "./demo_corpus/Predict"
@@ -48,15 +49,16 @@ def load_attribute_models(args, device, bf16):
         name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, emo,
                                args.model_type, args.unlabel_size)
         model = load_model(os.path.join(args.model_dir, name), args.model_type, args.num_clusters)
-        models.append(prepare_for_inference(model, device, bf16))
+        models.append(prepare_for_inference(model, device, use_channels_last(args.precision)))
     return models
 
 
 def safe_features(path):
+    """(features, None), or (None, reason) for a file that cannot be used: never raises."""
     try:
         return extract_features(path), None
-    except ValueError as err:
-        return None, str(err)
+    except Exception as err:  # one bad file is reported, the others still predicted
+        return None, str(err) or type(err).__name__
 
 
 def predict_folder(wavs, models, norm, device, bf16, workers=1):
@@ -64,7 +66,7 @@ def predict_folder(wavs, models, norm, device, bf16, workers=1):
 
     Works through the files in blocks, so memory does not grow with the folder.
     """
-    rows, errors = [], []
+    rows, errors, short = [], [], []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     bar = progress(total=len(wavs), desc="predict", unit="file")
     try:
@@ -77,6 +79,8 @@ def predict_folder(wavs, models, norm, device, bf16, workers=1):
                     errors.append((os.path.basename(wav), reason))
                     continue
                 names.append(os.path.basename(wav))
+                if feat.shape[0] < FRAMES_PER_CHUNK:
+                    short.append(names[-1])
                 chunks.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"])))
             scores = [[] for _ in EMOTIONS]
             for i in range(0, len(chunks), INFERENCE_BATCH):
@@ -92,6 +96,9 @@ def predict_folder(wavs, models, norm, device, bf16, workers=1):
         bar.close()
         if pool:
             pool.shutdown()
+    if short:
+        warnings.warn(f"{len(short)} file(s) shorter than {FRAMES_PER_CHUNK} frames were padded to "
+                      f"one chunk, e.g. {', '.join(short[:3])}", stacklevel=2)
     return rows, errors
 
 
@@ -117,7 +124,7 @@ def main(argv=None):
     if not wavs:
         raise UserError(f"no .wav files found under {args.input}")
     device = pick_device(args.device)
-    bf16 = use_bf16(args.precision, device)
+    bf16 = use_bf16(args.precision, device, training=False)
     norm = load_norm_term(args.norm_dir)
     models = load_attribute_models(args, device, bf16)
     t0 = time.time()

@@ -93,8 +93,11 @@ def save_json(path, obj):
 
 
 def save_torch(path, obj):
+    # Saved through a file object: given a file name, torch names the archive's top folder
+    # after it, so the random temporary name would make identical contents differ in bytes.
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
 
 
 # --- SPEC §3: mel spectrogram -----------------------------------------------
@@ -260,15 +263,18 @@ def read_labels(csv_path, split, emotions=()):
     """File stems of one split and, per attribute asked for, their labels (1–7 scale)."""
     if not os.path.isfile(csv_path):
         raise UserError(f"labels file not found: {csv_path}")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        needed = ["FileName", "Split_Set"] + [LABEL_COLUMN[e] for e in emotions]
-        missing = [c for c in needed if c not in columns]
-        if missing:
-            raise UserError(f"labels file {csv_path} lacks the column(s) {', '.join(missing)} "
-                            f"(it has: {', '.join(columns)})")
-        rows = [r for r in reader if r["Split_Set"] == split]
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            needed = ["FileName", "Split_Set"] + [LABEL_COLUMN[e] for e in emotions]
+            missing = [c for c in needed if c not in columns]
+            if missing:
+                raise UserError(f"labels file {csv_path} lacks the column(s) {', '.join(missing)} "
+                                f"(it has: {', '.join(columns) or 'no header'})")
+            rows = [r for r in reader if r["Split_Set"] == split]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"labels file {csv_path} is not a readable CSV file ({err})")
     if not rows:
         raise UserError(f"labels file {csv_path} has no rows in the split '{split}'")
     stems = [os.path.splitext(os.path.basename(r["FileName"]))[0] for r in rows]
@@ -301,18 +307,28 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
-def use_bf16(precision, device):
-    """Whether to run under bfloat16 autocast: 'auto' turns it on where the hardware has it."""
+def use_bf16(precision, device, training=True):
+    """Whether to run under bfloat16 autocast.
+
+    'auto' turns it on for training where the hardware has bf16; inference under
+    'auto' stays fp32, so released checkpoints give the authors' predictions to
+    float precision. 'bf16' forces it, 'fp32' keeps the original numerics exactly.
+    """
     if precision == "fp32":
         return False
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()) or \
-            bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     if precision == "bf16":
         return True
-    return supported
+    if not training:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()) or \
+        bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def use_channels_last(precision):
+    """Channels-last convolutions on the fast path; 'fp32' keeps the original NCHW layout."""
+    return precision != "fp32"
 
 
 def autocast(device, enabled):
@@ -369,5 +385,6 @@ def add_model_args(parser, emotion=True):
     parser.add_argument("--model-dir", default="./trained_models", help="checkpoint folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="auto: bfloat16 autocast and channels-last where the hardware has "
-                             "bf16; fp32: the original numerics")
+                        help="auto (default): channels-last convolutions, and bfloat16 autocast "
+                             "for training where the hardware has bf16; bf16: bfloat16 autocast "
+                             "everywhere; fp32: the original numerics exactly")
