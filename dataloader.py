@@ -133,12 +133,15 @@ class LabelledTurns:
         return len(self.stems)
 
 
-def batches(cache, order, batch_size, labels=None, prefetch=2):
+def batches(cache, order, batch_size, labels=None, prefetch=2, pin=None):
     """Yield (index array, chunks tensor[, labels tensor]) for whole turns in `order`.
 
     A background thread reads the next batches from the cache while the model
-    computes on the current one.
+    computes on the current one; with CUDA the chunks come in pinned memory, so
+    the copy to the GPU can overlap.
     """
+    if pin is None:
+        pin = torch.cuda.is_available()
     order = np.asarray(order)
     spans = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     q = queue.Queue(maxsize=prefetch)
@@ -149,7 +152,8 @@ def batches(cache, order, batch_size, labels=None, prefetch=2):
             for idx in spans:
                 if stop.is_set():
                     return
-                item = (idx, torch.from_numpy(cache.read(idx)))
+                chunks = torch.from_numpy(cache.read(idx))
+                item = (idx, chunks.pin_memory() if pin else chunks)
                 if labels is not None:
                     item += (torch.from_numpy(labels[idx]),)
                 q.put(item)
