@@ -1,0 +1,70 @@
+"""The fast path (channels-last, bf16 autocast) against the original fp32 numerics."""
+import numpy as np
+import pytest
+import torch
+
+from model import build_model, predict_batch, prepare_for_inference
+from utils import TEMPORAL_TYPES, use_bf16, use_channels_last
+
+CPU = torch.device("cpu")
+
+
+def spread_model(mt, seed=0):
+    """A model whose outputs vary visibly between turns (Linear std 0.05, not 0.01)."""
+    torch.manual_seed(seed)
+    model = build_model(mt, 10)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data.normal_(0, 0.05)
+    return model.eval()
+
+
+def turns(n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 11, 62, 128, generator=g).clamp_(-3, 3)
+
+
+def test_precision_flag_semantics():
+    assert use_bf16("fp32", CPU) is False and use_bf16("fp32", CPU, training=False) is False
+    assert use_bf16("bf16", CPU) is True and use_bf16("bf16", CPU, training=False) is True
+    # auto: inference keeps fp32 so released checkpoints match the authors' numbers.
+    assert use_bf16("auto", CPU, training=False) is False
+    assert use_bf16("auto", CPU) == bool(torch.cpu._is_avx512_bf16_supported()
+                                         or torch.cpu._is_amx_tile_supported())
+    assert use_channels_last("auto") and use_channels_last("bf16") and not use_channels_last("fp32")
+
+
+@pytest.mark.parametrize("mt", TEMPORAL_TYPES)
+def test_channels_last_fp32_matches_nchw_to_float_precision(mt):
+    x = turns()
+    ref = predict_batch([spread_model(mt)], x, CPU, bf16=False)[0]
+    fast = prepare_for_inference(spread_model(mt), CPU, channels_last=True)
+    assert fast.cnn_features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    got = predict_batch([fast], x, CPU, bf16=False)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("mt", TEMPORAL_TYPES)
+def test_bf16_fast_path_matches_fp32_within_bf16_tolerance(mt):
+    x = turns(8)
+    ref = predict_batch([spread_model(mt)], x, CPU, bf16=False)[0]
+    fast = prepare_for_inference(spread_model(mt), CPU, channels_last=True)
+    got = predict_batch([fast], x, CPU, bf16=True)[0]
+    scale = np.abs(ref).max()
+    assert scale > 0
+    # bf16 keeps 8 significant bits; through ~12 layers that is a few per cent.
+    assert np.max(np.abs(got - ref)) <= 0.1 * scale
+    assert not np.array_equal(got, ref)  # the bf16 path really ran
+    with torch.no_grad():
+        emb_ref = spread_model(mt).embed_chunks(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            emb_fast = fast.embed_chunks(x).float()
+    assert torch.linalg.norm(emb_fast - emb_ref) <= 0.03 * torch.linalg.norm(emb_ref)
+
+
+def test_predict_batch_runs_each_model_on_the_same_turns():
+    x = turns(4)
+    models = [spread_model("Temp-Triplet", seed=s) for s in (0, 1, 2)]
+    together = predict_batch(models, x, CPU)
+    alone = [predict_batch([m], x[i:i + 1], CPU)[0] for m in models for i in range(4)]
+    np.testing.assert_allclose(np.concatenate(together), np.concatenate(alone), rtol=1e-5, atol=1e-7)
