@@ -20,9 +20,10 @@ from clustering import nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
 from model import (build_model, canonical_state_dict, checkpoint_name, read_checkpoint,
                    released_state_dict, triplet_indices, triplet_loss, ARCH)
-from utils import (CHUNKS_PER_TURN, UserError, add_model_args, autocast, ccc_loss, load_norm_term,
-                   pick_device, progress, run_cli, save_json, save_torch, seed_everything,
-                   sentence_uniform_sample, use_bf16, use_channels_last)
+from utils import (CHUNKS_PER_TURN, UserError, add_model_args, autocast, ccc_loss,
+                   configure_backends, load_norm_term, pick_device, progress, run_cli, save_json,
+                   save_torch, seed_everything, sentence_uniform_sample, use_bf16,
+                   use_channels_last)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"
@@ -206,6 +207,7 @@ def unlabelled_pool(args, norm, rng):
     if args.unlabel_size > len(pool):
         raise UserError(f"-unlabel {args.unlabel_size} is larger than the unlabelled pool "
                         f"({len(pool)} feature files in {args.unlabeled_features})")
+    check_cluster_count(args.unlabel_size, args.num_clusters, f"-unlabel {args.unlabel_size}")
     chosen = sorted(rng.choice(len(pool), size=args.unlabel_size, replace=False))
     return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", [pool[i] for i in chosen],
                                     norm["feat_mean"], norm["feat_std"], args.cache_dtype)
@@ -221,8 +223,7 @@ def check_cluster_count(n_turns, k, what):
 def train(args):
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    configure_backends(device, bf16)
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     triplet_gen = torch.Generator().manual_seed(args.seed) if args.model_type == "Temp-Triplet" else None

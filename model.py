@@ -112,7 +112,7 @@ class TempDeepEmoCluster(nn.Module):
         """(turns, 11, 62, 128) → chunk embeddings (turns, 11, 256), the output of `cnn_out`."""
         turns = chunks.shape[0]
         x = chunks.reshape(turns * CHUNKS_PER_TURN, 1, FRAMES_PER_CHUNK, N_MELS)
-        if self.cnn_features[0].weight.is_contiguous(memory_format=torch.channels_last):
+        if self.cnn_features[3].weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.cnn_features(x)
         x = self.cnn_out(x.flatten(1))

@@ -12,8 +12,8 @@ import numpy as np
 
 from dataloader import CACHE_DTYPES, LabelledTurns, batches
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
-from utils import (add_model_args, ccc_metric, load_norm_term, pick_device, progress, run_cli,
-                   seed_everything, use_bf16, use_channels_last)
+from utils import (add_model_args, ccc_metric, configure_backends, load_norm_term, pick_device,
+                   progress, run_cli, seed_everything, use_bf16, use_channels_last)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"
@@ -39,6 +39,7 @@ def test_ccc(args):
     seed_everything(args.seed)
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device, training=False)
+    configure_backends(device, bf16)
     name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
                            args.model_type, args.unlabel_size)
     model = load_model(os.path.join(args.model_dir, name), args.model_type, args.num_clusters)

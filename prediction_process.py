@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
-from utils import (EMOTIONS, FRAMES_PER_CHUNK, UserError, add_model_args, atomic_path, chunk_turn,
-                   extract_features, load_norm_term, normalise_features, pick_device, progress,
-                   run_cli, seed_everything, use_bf16, use_channels_last, walk_audio)
+from utils import (DEFAULT_CLUSTERS, EMOTIONS, FRAMES_PER_CHUNK, UserError, add_model_args, at_least, atomic_path,
+                   chunk_turn, configure_backends, extract_features, load_norm_term,
+                   normalise_features, pick_device, progress, run_cli, seed_everything, use_bf16,
+                   use_channels_last, walk_audio)
 
 # Data paths: edit these, or give them on the command line.
 INPUT_DIR = "./demo_corpus/Predict"
@@ -35,7 +36,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", default=INPUT_DIR, help="folder searched recursively for .wav files")
     p.add_argument("--output", default=OUTPUT_CSV, help="the CSV to write")
-    add_model_args(p, emotion=False)
+    add_model_args(p, emotion=False, clusters=False)
+    p.add_argument("-nc", "--num_clusters", type=cluster_counts, default=[DEFAULT_CLUSTERS] * 3,
+                   help="clusters K of the models: one K, or Act,Dom,Val (e.g. 30,30,10 for the "
+                        "authors' semi-supervised Temp-Trans release); default 10")
     p.add_argument("--workers", type=int, default=1, help="feature-extraction processes")
     args = p.parse_args(argv)
     if args.workers < 1:
@@ -43,12 +47,21 @@ def parse_args(argv=None):
     return args
 
 
+def cluster_counts(text):
+    """-nc: one K for all three models, or three comma-separated (Act,Dom,Val)."""
+    parts = text.split(",")
+    if len(parts) not in (1, len(EMOTIONS)):
+        raise argparse.ArgumentTypeError(f"-nc takes one K or three (Act,Dom,Val), got {text!r}")
+    ks = [at_least(2, "-nc")(part) for part in parts]
+    return ks * len(EMOTIONS) if len(ks) == 1 else ks
+
+
 def load_attribute_models(args, device, bf16):
     models = []
-    for emo in EMOTIONS:
-        name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, emo,
-                               args.model_type, args.unlabel_size)
-        model = load_model(os.path.join(args.model_dir, name), args.model_type, args.num_clusters)
+    for emo, k in zip(EMOTIONS, args.num_clusters):
+        name = checkpoint_name(args.epochs, args.batch_size, k, emo, args.model_type,
+                               args.unlabel_size)
+        model = load_model(os.path.join(args.model_dir, name), args.model_type, k)
         models.append(prepare_for_inference(model, device, use_channels_last(args.precision)))
     return models
 
@@ -125,6 +138,7 @@ def main(argv=None):
         raise UserError(f"no .wav files found under {args.input}")
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device, training=False)
+    configure_backends(device, bf16)
     norm = load_norm_term(args.norm_dir)
     models = load_attribute_models(args, device, bf16)
     t0 = time.time()

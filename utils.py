@@ -326,6 +326,15 @@ def use_bf16(precision, device, training=True):
         bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
+def configure_backends(device, bf16):
+    """cuDNN autotuning on CUDA; no TF32 unless bf16 was chosen, so fp32 stays fp32 on
+    Ampere and later GPUs (released checkpoints then reproduce to float precision)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = bf16
+        torch.backends.cuda.matmul.allow_tf32 = bf16
+
+
 def use_channels_last(precision):
     """Channels-last convolutions on the fast path; 'fp32' keeps the original NCHW layout."""
     return precision != "fp32"
@@ -366,7 +375,7 @@ def at_least(minimum, what):
     return parse
 
 
-def add_model_args(parser, emotion=True):
+def add_model_args(parser, emotion=True, clusters=True):
     """The original's five flags (-ep -batch -emo -nc -mt) and the shared run flags."""
     parser.add_argument("-ep", "--epochs", type=at_least(1, "-ep"), default=DEFAULT_EPOCHS,
                         help=f"training epochs (default {DEFAULT_EPOCHS})")
@@ -375,8 +384,10 @@ def add_model_args(parser, emotion=True):
     if emotion:
         parser.add_argument("-emo", "--emo_attr", choices=EMOTIONS, default="Val",
                             help="emotional attribute (default Val)")
-    parser.add_argument("-nc", "--num_clusters", type=at_least(2, "-nc"), default=DEFAULT_CLUSTERS,
-                        help=f"k-means clusters K (default {DEFAULT_CLUSTERS})")
+    if clusters:
+        parser.add_argument("-nc", "--num_clusters", type=at_least(2, "-nc"),
+                            default=DEFAULT_CLUSTERS,
+                            help=f"k-means clusters K (default {DEFAULT_CLUSTERS})")
     parser.add_argument("-mt", "--model_type", choices=TEMPORAL_TYPES, default="Temp-Triplet",
                         help="temporal modelling (default Temp-Triplet)")
     parser.add_argument("-unlabel", "--unlabel_size", type=at_least(0, "-unlabel"), default=0,
