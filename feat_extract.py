@@ -11,10 +11,9 @@ import argparse
 import csv
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path, extract_features,
-                   load_mat, progress, run_cli, save_mat, walk_audio)
+                   feature_pool, load_mat, progress, run_cli, save_mat, walk_audio)
 
 # Data paths: edit these, or give them on the command line.
 INPUT_DIR = "./demo_corpus/Audios"
@@ -74,7 +73,7 @@ def extract_folder(input_dir, output_dir, workers=1, overwrite=False):
         jobs.append((wav, out))
     results = []
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with feature_pool(workers) as pool:
             results = list(progress(pool.map(extract_one, jobs, chunksize=8), total=len(jobs),
                                     desc="features", unit="file"))
     else:

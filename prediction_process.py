@@ -13,14 +13,13 @@ import csv
 import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
 
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
 from utils import (DEFAULT_CLUSTERS, EMOTIONS, FRAMES_PER_CHUNK, UserError, add_model_args, at_least, atomic_path,
-                   chunk_turn, configure_backends, extract_features, load_norm_term,
+                   chunk_turn, configure_backends, extract_features, feature_pool, load_norm_term,
                    normalise_features, pick_device, progress, run_cli, seed_everything, use_bf16,
                    use_channels_last, walk_audio)
 
@@ -80,7 +79,7 @@ def predict_folder(wavs, models, norm, device, bf16, workers=1):
     Works through the files in blocks, so memory does not grow with the folder.
     """
     rows, errors, short = [], [], []
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = feature_pool(workers) if workers > 1 else None
     bar = progress(total=len(wavs), desc="predict", unit="file")
     try:
         for start in range(0, len(wavs), FILES_PER_BLOCK):

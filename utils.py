@@ -148,6 +148,22 @@ def extract_features(path):
     return mel_spectrogram(y)
 
 
+def _one_thread_per_worker():
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def feature_pool(workers):
+    """Worker processes for feature extraction: librosa imported once in the parent (the
+    workers inherit it) and one BLAS thread per worker, so workers do not fight over cores."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import librosa  # noqa: F401  (loaded before the fork)
+
+    return ProcessPoolExecutor(workers, initializer=_one_thread_per_worker)
+
+
 def walk_audio(folder):
     """(audio files, other files) under `folder`, in sorted walk order."""
     audio, other = [], []
