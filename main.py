@@ -9,6 +9,7 @@ validation CCC loss → checkpoint when it improves.
 """
 import argparse
 import glob
+import json
 import os
 import time
 
@@ -20,7 +21,7 @@ from clustering import nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
 from model import (build_model, canonical_state_dict, checkpoint_name, read_checkpoint,
                    released_state_dict, triplet_indices, triplet_loss, ARCH)
-from utils import (CHUNKS_PER_TURN, UserError, add_model_args, autocast, ccc_loss,
+from utils import (CHUNKS_PER_TURN, UserError, add_model_args, atomic_path, autocast, ccc_loss,
                    configure_backends, load_norm_term, pick_device, progress, run_cli, save_json,
                    save_torch, seed_everything, sentence_uniform_sample, use_bf16,
                    use_channels_last)
@@ -191,8 +192,6 @@ def plot_trends(history, run):
 
 
 def save_figure(fig, path):
-    from utils import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 
@@ -308,8 +307,6 @@ def unsupervised_stage(model, pool, optimizers, args, device, bf16, rng, triplet
 # --- resuming -----------------------------------------------------------------------------
 def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen):
     """Everything needed to continue after this epoch; each file replaced atomically."""
-    from utils import atomic_path
-
     with atomic_path(run.cluster_log) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.stack(cluster_log))
@@ -324,8 +321,6 @@ def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, 
 
 
 def resume_state(run, model, optimizers, rng, triplet_gen):
-    import json
-
     if not os.path.isfile(run.resume):
         raise UserError(f"--resume: no interrupted training to continue ({run.resume} not found)")
     state = read_checkpoint(run.resume)
