@@ -337,8 +337,37 @@ def predict_batch(models, chunks, device, bf16=False):
     return out
 
 
-def prepare_for_inference(model, device, channels_last):
-    """Evaluation mode; channels-last convolutions on the fast path."""
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.to(device).eval()
+@torch.no_grad()
+def fold_batchnorm(model):
+    """Fold each encoder BatchNorm (evaluation statistics) into the conv before it.
+
+    γ·(conv(x) − μ)/√(σ² + ε) + β is one conv with rescaled weights and a shifted
+    bias, so inference skips a full pass over every feature map; the result equals
+    the unfolded model to float rounding. The BatchNorm slots become Identity, so
+    layer indices stay those of the checkpoint. Inference only.
+    """
+    layers = list(model.cnn_features)
+    for i, bn in enumerate(layers):
+        if not isinstance(bn, nn.BatchNorm2d):
+            continue
+        conv = layers[i - 1]
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+        conv.weight.copy_(conv.weight.double() * scale.reshape(-1, 1, 1, 1))
+        folded_bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
+        if conv.bias is None:
+            conv.bias = nn.Parameter(folded_bias.to(conv.weight.dtype))
+        else:
+            conv.bias.copy_(folded_bias)
+        layers[i] = nn.Identity()
+    model.cnn_features = nn.Sequential(*layers)
+    return model
+
+
+def prepare_for_inference(model, device, fast):
+    """Evaluation mode; on the fast path, BatchNorm folded into the convs and
+    channels-last convolutions (both equal the original fp32 to float rounding)."""
+    model = model.eval()
+    if fast:
+        model = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    return model.to(device)

@@ -4,6 +4,7 @@ CCC metric and loss, sentence-level uniform sampling, safe file writing.
 Every number here is from SPEC.md and is defined once.
 """
 import csv
+import functools
 import json
 import os
 import sys
@@ -124,11 +125,20 @@ def mel_spectrogram(y):
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
     if not np.isfinite(peak) or peak == 0.0:
         raise ValueError("silent audio (peak amplitude is 0)")
-    mel = librosa.feature.melspectrogram(
-        y=y / peak, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, window="hann",
-        center=True, pad_mode="reflect", power=2.0, n_mels=N_MELS, fmin=0.0,
-        fmax=SAMPLE_RATE / 2, htk=False, norm="slaney")
+    power = np.abs(librosa.stft(y / peak, n_fft=N_FFT, hop_length=HOP_LENGTH, window="hann",
+                                center=True, pad_mode="reflect")) ** 2.0
+    mel = np.einsum("...ft,mf->...mt", power, mel_filterbank(), optimize=True)
     return mel.T.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def mel_filterbank():
+    """The (128, N_FFT/2+1) Slaney mel filters, built once per process: the same
+    matrix librosa.feature.melspectrogram builds on every call."""
+    import librosa
+
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0,
+                               fmax=SAMPLE_RATE / 2, htk=False, norm="slaney")
 
 
 AUDIO_EXTENSIONS = (".wav",)

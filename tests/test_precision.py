@@ -16,6 +16,11 @@ def spread_model(mt, seed=0):
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
             m.weight.data.normal_(0, 0.05)
+        elif isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, so folding them is tested
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
     return model.eval()
 
 
@@ -35,11 +40,12 @@ def test_precision_flag_semantics():
 
 
 @pytest.mark.parametrize("mt", TEMPORAL_TYPES)
-def test_channels_last_fp32_matches_nchw_to_float_precision(mt):
+def test_folded_channels_last_fp32_matches_nchw_to_float_precision(mt):
     x = turns()
     ref = predict_batch([spread_model(mt)], x, CPU, bf16=False)[0]
-    fast = prepare_for_inference(spread_model(mt), CPU, channels_last=True)
+    fast = prepare_for_inference(spread_model(mt), CPU, fast=True)
     assert fast.cnn_features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.cnn_features)  # folded
     got = predict_batch([fast], x, CPU, bf16=False)[0]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
@@ -48,7 +54,7 @@ def test_channels_last_fp32_matches_nchw_to_float_precision(mt):
 def test_bf16_fast_path_matches_fp32_within_bf16_tolerance(mt):
     x = turns(8)
     ref = predict_batch([spread_model(mt)], x, CPU, bf16=False)[0]
-    fast = prepare_for_inference(spread_model(mt), CPU, channels_last=True)
+    fast = prepare_for_inference(spread_model(mt), CPU, fast=True)
     got = predict_batch([fast], x, CPU, bf16=True)[0]
     scale = np.abs(ref).max()
     assert scale > 0
@@ -68,3 +74,12 @@ def test_predict_batch_runs_each_model_on_the_same_turns():
     together = predict_batch(models, x, CPU)
     alone = [predict_batch([m], x[i:i + 1], CPU)[0] for m in models for i in range(4)]
     np.testing.assert_allclose(np.concatenate(together), np.concatenate(alone), rtol=1e-5, atol=1e-7)
+
+
+def test_fold_batchnorm_keeps_fp32_path_and_checkpoint_unchanged():
+    model = spread_model("Temp-GRU")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = prepare_for_inference(model, CPU, fast=False)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.cnn_features) == 7
+    after = plain.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
