@@ -51,6 +51,10 @@ class TempDeepEmoCluster(nn.Module):
     cluster output per chunk, the attribute prediction per chunk (turns, 11)
     and the chunk embeddings (turns, 11, 256). The subclasses below are the
     four temporal variants; this base class alone has no temporal network.
+
+    Under bf16 autocast only the convolutions (`cnn_features`, over 99 % of the
+    FLOPs) run in bf16: `cnn_out`, the temporal model and both heads stay fp32,
+    since bf16 there cost valence accuracy (README, Performance).
     """
 
     temporal_type = None
@@ -115,16 +119,18 @@ class TempDeepEmoCluster(nn.Module):
         if self.cnn_features[3].weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.cnn_features(x)
-        x = self.cnn_out(x.flatten(1))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = self.cnn_out(x.float().flatten(1))
         return x.reshape(turns, CHUNKS_PER_TURN, -1)
 
     def forward(self, chunks):
         emb = self.embed_chunks(chunks)
-        seq = self.temporal(emb).reshape(-1, EMBED_DIM)
-        cluster = self.classifier(seq)
-        if self.top_layer_class is not None:
-            cluster = self.top_layer_class(cluster)
-        attri = self.top_layer_attri(self.emo_regressor(seq)).reshape(-1, CHUNKS_PER_TURN)
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            seq = self.temporal(emb).reshape(-1, EMBED_DIM)
+            cluster = self.classifier(seq)
+            if self.top_layer_class is not None:
+                cluster = self.top_layer_class(cluster)
+            attri = self.top_layer_attri(self.emo_regressor(seq)).reshape(-1, CHUNKS_PER_TURN)
         return cluster, attri, emb
 
     def predict_turns(self, chunks):

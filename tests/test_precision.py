@@ -83,3 +83,17 @@ def test_fold_batchnorm_keeps_fp32_path_and_checkpoint_unchanged():
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.cnn_features) == 7
     after = plain.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("mt", TEMPORAL_TYPES)
+def test_bf16_autocast_covers_only_the_convolutions(mt):
+    model = spread_model(mt).train()
+    x = turns(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv = model.cnn_features(x.reshape(-1, 1, 62, 128))
+        cluster, attri, emb = model(x)
+    assert conv.dtype == torch.bfloat16
+    # cnn_out, the temporal model and both heads run in fp32: their outputs and gradients.
+    assert cluster.dtype == attri.dtype == emb.dtype == torch.float32
+    (attri.sum() + cluster.sum()).backward()
+    assert model.top_layer_attri.weight.grad.dtype == torch.float32
