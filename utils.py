@@ -133,8 +133,9 @@ def mel_spectrogram(y):
 
 @functools.lru_cache(maxsize=1)
 def mel_filterbank():
-    """The (128, N_FFT/2+1) Slaney mel filters, built once per process: the same
-    matrix librosa.feature.melspectrogram builds on every call."""
+    """The (128, N_FFT/2+1) Slaney mel filters, built once per process: the matrix
+    librosa.feature.melspectrogram builds on every call (features agree with it to
+    float rounding, not always bit for bit)."""
     import librosa
 
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0,

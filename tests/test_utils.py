@@ -317,8 +317,9 @@ def test_mel_spectrogram_equals_librosa_reflect():
     assert mel.shape == (1 + len(y) // 256, 128)
     assert mel.dtype == np.float32
     ref = reference_mel(y)
-    # The filterbank is built once and reused; the result is librosa's, bit for bit.
-    np.testing.assert_array_equal(mel, ref.astype(np.float32))
+    # The filterbank is built once and reused: librosa's result to float rounding, and
+    # the same bytes on every call.
+    np.testing.assert_allclose(mel, ref, rtol=1e-6, atol=1e-7 * ref.max())
     np.testing.assert_array_equal(utils.mel_spectrogram(y), mel)
     # Peak normalisation: scaling the input changes nothing.
     np.testing.assert_allclose(utils.mel_spectrogram(0.01 * y), mel, rtol=1e-4, atol=1e-7 * ref.max())
