@@ -358,13 +358,8 @@ def fold_batchnorm(model):
             continue
         conv = layers[i - 1]
         scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
         conv.weight.copy_(conv.weight.double() * scale.reshape(-1, 1, 1, 1))
-        folded_bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
-        if conv.bias is None:
-            conv.bias = nn.Parameter(folded_bias.to(conv.weight.dtype))
-        else:
-            conv.bias.copy_(folded_bias)
+        conv.bias.copy_((conv.bias.double() - bn.running_mean.double()) * scale + bn.bias.double())
         layers[i] = nn.Identity()
     model.cnn_features = nn.Sequential(*layers)
     return model
