@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path,
-                   chunk_turn, feature_paths, load_mat, normalise_features, progress, read_labels)
+                   chunk_turn, feature_paths, is_whole_turn_chunked, load_mat, normalise_features,
+                   progress, read_labels, short_turn_warning)
 
 TURN_SHAPE = (CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS)
 CACHE_DTYPES = ("float32", "float16")
+CACHE_FORMAT = "2"          # meta records every turn's frame count
 
 
 def load_features(path):
@@ -42,6 +44,7 @@ def cache_key(paths, mean, std, dtype):
     h.update(np.asarray(mean, dtype=np.float64).tobytes())
     h.update(np.asarray(std, dtype=np.float64).tobytes())
     h.update(dtype.encode())
+    h.update(CACHE_FORMAT.encode())
     return h.hexdigest()[:16]
 
 
@@ -67,6 +70,15 @@ class ChunkCache:
     def __len__(self):
         return self.n_turns
 
+    def short_turns(self):
+        """Indices of the turns shorter than one chunk (their cached chunks are zero-padded)."""
+        return [i for i, n in enumerate(self.meta["frames"]) if n < FRAMES_PER_CHUNK]
+
+    def read_unpadded(self, i):
+        """Turn `i` as (1, 11, T, 128) without the padding, for a turn the original chunks
+        whole (53–61 frames, SPEC §4): the padding only appended zero frames."""
+        return self.read([i])[:, :, :self.meta["frames"][i]]
+
     def __del__(self):
         fd = getattr(self, "_fd", None)
         if fd is not None:
@@ -85,17 +97,16 @@ class ChunkCache:
         """Read, normalise and chunk every file once; stream the chunks into `path`."""
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
                   "shape": (len(paths),) + TURN_SHAPE}
-        short = []
+        frames = []
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.lib.format.write_array_header_1_0(f, header)
                 for p in progress(paths, desc=desc, unit="turn"):
                     feat = load_features(p)
-                    if feat.shape[0] < FRAMES_PER_CHUNK:
-                        short.append(os.path.basename(p))
+                    frames.append(int(feat.shape[0]))
                     chunks = chunk_turn(normalise_features(feat, mean, std))
                     f.write(chunks.astype(dtype).tobytes())
-            meta = {"files": [os.path.basename(p) for p in paths], "short_turns": short}
+            meta = {"files": [os.path.basename(p) for p in paths], "frames": frames}
             meta_path = path[:-len(".npy")] + ".json"
             with atomic_path(meta_path) as mtmp:
                 with open(mtmp, "w") as mf:
@@ -112,9 +123,14 @@ class ChunkCache:
 
 
 class LabelledTurns:
-    """One split of a labels file for one attribute: chunk cache + normalised labels."""
+    """One split of a labels file for one attribute: chunk cache + normalised labels.
 
-    def __init__(self, split, labels_csv, feat_dir, norm, emotion, cache_dir, cache_dtype="float32"):
+    `whole_short_turns` (testing): turns of 53–61 frames are chunked as the original
+    does, every chunk the whole turn (see `whole_short_turns()`); training pads them.
+    """
+
+    def __init__(self, split, labels_csv, feat_dir, norm, emotion, cache_dir, cache_dtype="float32",
+                 whole_short_turns=False):
         self.split = split
         self.stems, labels = read_labels(labels_csv, split, (emotion,))
         self.labels = labels[emotion]
@@ -124,10 +140,14 @@ class LabelledTurns:
         paths = feature_paths(feat_dir, self.stems)
         self.cache = ChunkCache.open_or_build(cache_dir, split, paths, norm["feat_mean"],
                                               norm["feat_std"], cache_dtype)
-        short = self.cache.meta["short_turns"]
+        short = self.cache.short_turns()
+        frames = self.cache.meta["frames"]
+        self.whole_turns = [i for i in short if whole_short_turns and is_whole_turn_chunked(frames[i])]
+        padded = sorted(set(short) - set(self.whole_turns))
         if short:
-            warnings.warn(f"{len(short)} {split} turn(s) shorter than {FRAMES_PER_CHUNK} frames were "
-                          f"padded to one chunk, e.g. {', '.join(short[:3])}", stacklevel=2)
+            files = self.cache.meta["files"]
+            warnings.warn(f"{split}: " + short_turn_warning([files[i] for i in self.whole_turns],
+                                                             [files[i] for i in padded]), stacklevel=2)
 
     def __len__(self):
         return len(self.stems)

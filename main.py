@@ -21,10 +21,10 @@ from clustering import nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
 from model import (build_model, canonical_state_dict, checkpoint_name, read_checkpoint,
                    released_state_dict, triplet_indices, triplet_loss, ARCH)
-from utils import (CHUNKS_PER_TURN, UserError, add_model_args, atomic_path, autocast, ccc_loss,
-                   configure_backends, load_norm_term, pick_device, progress, run_cli, save_json,
-                   save_torch, seed_everything, sentence_uniform_sample, use_bf16,
-                   use_channels_last)
+from utils import (CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, atomic_path, autocast,
+                   ccc_loss, configure_backends, load_norm_term, pick_device, progress, run_cli,
+                   save_json, save_torch, seed_everything, sentence_uniform_sample, use_bf16,
+                   use_channels_last, validation_split)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"
@@ -42,16 +42,25 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     p.add_argument("--features", default=FEATURES_DIR, help="folder of .mat feature files")
-    p.add_argument("--labels", default=LABELS_CSV, help="labels_concensus.csv")
+    p.add_argument("--labels", default=LABELS_CSV,
+                   help="labels_concensus.csv (v1.8) or labels_consensus.csv (v1.11 and later)")
     p.add_argument("--unlabeled-features", default=UNLABELED_FEATURES_DIR,
                    help="folder of unlabelled .mat feature files (for -unlabel N)")
     p.add_argument("--cache-dir", default=CACHE_DIR, help="where the chunk caches are kept")
     p.add_argument("--cache-dtype", choices=CACHE_DTYPES, default="float32",
                    help="float16 halves the cache (the features are clipped to ±3)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="numpy, torch and k-means seed")
+    p.add_argument("--val-split", default="auto",
+                   help="validation split: auto (default) takes Validation (v1.8) if the labels "
+                        "file has it, else Development (v1.11 and later)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted training from its last completed epoch")
-    return p.parse_args(argv)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint that already exists under this run's name")
+    args = p.parse_args(argv)
+    if args.resume and args.overwrite:
+        p.error("--resume continues a run and --overwrite starts it again: give one of them")
+    return args
 
 
 class Run:
@@ -67,6 +76,17 @@ class Run:
         self.history = stem + "_history.json"
         self.nmi_val_plot = stem + "_NMI_ValLoss.png"
         self.train_plot = stem + "_TrainLoss.png"
+
+    def check_not_taken(self, resume, overwrite):
+        """Refuse to start over a checkpoint this run did not write: finished work
+        (the shipped demo models, an earlier run) is never replaced without being asked."""
+        if resume or overwrite or not os.path.exists(self.checkpoint):
+            return
+        hint = (f"--resume to continue its interrupted training, " if os.path.exists(self.resume)
+                else "")
+        raise UserError(f"{self.checkpoint} already holds a checkpoint; not replacing it. Use "
+                        f"{hint}--overwrite to train it again from scratch, or --model-dir DIR to "
+                        "train into another folder")
 
 
 # --- SPEC §6 step 2 ------------------------------------------------------------------
@@ -161,34 +181,57 @@ def validate(model, data, batch_size, device, bf16, rng):
 
 
 # --- SPEC §6 step 10 -----------------------------------------------------------------
-def plot_trends(history, run):
-    """NMI and validation loss per epoch in one PNG, training loss in another."""
+def saved_epoch(history):
+    """The epoch (1-based) whose checkpoint was kept: the first with the lowest validation loss."""
+    return int(np.argmin(history["val_loss"])) + 1
+
+
+def plot_trends(history, run, title):
+    """NMI and validation loss per epoch in one PNG, training loss in another; both name
+    the run and mark the saved epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = np.arange(1, len(history["train_loss"]) + 1)
-    fig, ax1 = plt.subplots(figsize=(6, 4))
+    best = saved_epoch(history)
     nmis = [np.nan if v is None else v for v in history["nmi"]]
-    ax1.plot(epochs, nmis, "o-", color="tab:blue", label="NMI t-1/t")
+    fig, ax1 = plt.subplots(figsize=(6.4, 4.2))
+    ax1.plot(epochs, history["val_loss"], "s-", color="tab:red", label="validation CCC loss")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("NMI", color="tab:blue")
-    ax2 = ax1.twinx()
-    ax2.plot(epochs, history["val_loss"], "s-", color="tab:red", label="validation CCC loss")
-    ax2.set_ylabel("validation CCC loss", color="tab:red")
-    fig.suptitle("Cluster stability (NMI) and validation loss")
+    ax1.set_ylabel("validation CCC loss", color="tab:red")
+    ax1.axvline(best, color="grey", linestyle=":", label=f"saved epoch ({best})")
+    if np.isfinite(nmis).any():
+        ax2 = ax1.twinx()
+        ax2.plot(epochs, nmis, "o-", color="tab:blue", label="NMI t-1/t")
+        ax2.set_ylabel("NMI between consecutive clusterings", color="tab:blue")
+        subtitle = "Cluster stability (NMI) and validation loss"
+    else:
+        subtitle = "Validation loss (NMI needs two epochs)"
+    ax1.legend(loc="best", fontsize=8)
+    fig.suptitle(f"{title}\n{subtitle}", fontsize=10)
     fig.tight_layout()
     save_figure(fig, run.nmi_val_plot)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(epochs, history["train_loss"], "o-", label="supervised stage")
     if any(v is not None for v in history.get("unsup_loss", [])):
-        ax.plot(epochs, history["unsup_loss"], "^-", label="unsupervised stage")
+        ax.plot(epochs, [np.nan if v is None else v for v in history["unsup_loss"]], "^-",
+                label="unsupervised stage")
+    ax.axvline(best, color="grey", linestyle=":", label=f"saved epoch ({best})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.legend()
+    ax.set_ylabel("training loss (mean over batches)")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{title}\nTraining loss", fontsize=10)
     fig.tight_layout()
     save_figure(fig, run.train_plot)
     plt.close("all")
+
+
+def run_title(args):
+    """What a plot is of: model type, attribute, K, epochs (and the unlabelled turns)."""
+    unlabel = f", {args.unlabel_size} unlabelled turns" if args.unlabel_size else ""
+    return (f"{args.model_type}, {args.emo_attr}, K = {args.num_clusters}, {args.epochs} epochs, "
+            f"batch {args.batch_size}{unlabel}")
 
 
 def save_figure(fig, path):
@@ -197,8 +240,20 @@ def save_figure(fig, path):
 
 
 # --- data -------------------------------------------------------------------------------
-def unlabelled_pool(args, norm, rng):
-    """N turns drawn once per run from the unlabelled pool, chunked into a cache."""
+UNLABELLED_SUBSET_SEED = 99
+
+
+def unlabelled_subset(n_pool, n):
+    """Indices of the N unlabelled turns, as the authors' release chooses them (SPEC §6):
+    the first N after shuffling the sorted pool's indices with numpy's legacy generator
+    seeded with 99. The same N in every run; the run's own random streams are not touched."""
+    indices = np.arange(n_pool)
+    np.random.RandomState(UNLABELLED_SUBSET_SEED).shuffle(indices)
+    return indices[:n]
+
+
+def unlabelled_pool(args, norm):
+    """The N unlabelled turns of the pool (sorted file list), chunked into a cache."""
     pool = sorted(glob.glob(os.path.join(args.unlabeled_features, "*.mat")))
     if not pool:
         raise UserError(f"-unlabel {args.unlabel_size} asked for, but {args.unlabeled_features} "
@@ -207,7 +262,7 @@ def unlabelled_pool(args, norm, rng):
         raise UserError(f"-unlabel {args.unlabel_size} is larger than the unlabelled pool "
                         f"({len(pool)} feature files in {args.unlabeled_features})")
     check_cluster_count(args.unlabel_size, args.num_clusters, f"-unlabel {args.unlabel_size}")
-    chosen = sorted(rng.choice(len(pool), size=args.unlabel_size, replace=False))
+    chosen = unlabelled_subset(len(pool), args.unlabel_size)
     return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", [pool[i] for i in chosen],
                                     norm["feat_mean"], norm["feat_std"], args.cache_dtype)
 
@@ -227,14 +282,16 @@ def train(args):
     rng = np.random.default_rng(args.seed)
     triplet_gen = torch.Generator().manual_seed(args.seed) if args.model_type == "Temp-Triplet" else None
     run = Run(args)
+    run.check_not_taken(args.resume, args.overwrite)
 
     norm = load_norm_term(args.norm_dir, (args.emo_attr,))
-    train_set = LabelledTurns("Train", args.labels, args.features, norm, args.emo_attr,
+    val_split = validation_split(args.labels, args.val_split)
+    train_set = LabelledTurns(TRAIN_SPLIT, args.labels, args.features, norm, args.emo_attr,
                               args.cache_dir, args.cache_dtype)
-    val_set = LabelledTurns("Validation", args.labels, args.features, norm, args.emo_attr,
+    val_set = LabelledTurns(val_split, args.labels, args.features, norm, args.emo_attr,
                             args.cache_dir, args.cache_dtype)
     check_cluster_count(len(train_set), args.num_clusters, "the Train split")
-    unlabelled = unlabelled_pool(args, norm, rng) if args.unlabel_size else None
+    unlabelled = unlabelled_pool(args, norm) if args.unlabel_size else None
 
     model = build_model(args.model_type, args.num_clusters)
     if use_channels_last(args.precision):
@@ -249,7 +306,7 @@ def train(args):
         print(f"resuming {run.checkpoint} after epoch {start}")
 
     print(f"training {args.model_type} for {args.emo_attr}: {len(train_set)} Train, {len(val_set)} "
-          f"Validation turns, {args.num_clusters} clusters, {args.epochs} epochs, batch {args.batch_size}"
+          f"{val_split} turns, {args.num_clusters} clusters, {args.epochs} epochs, batch {args.batch_size}"
           f"{', ' + str(args.unlabel_size) + ' unlabelled turns' if unlabelled else ''}, on {device}"
           f"{' (bf16)' if bf16 else ' (fp32)'}")
     for epoch in range(start, args.epochs):
@@ -286,7 +343,7 @@ def train(args):
               f"{f'  unsupervised loss {unsup_loss:.4f}' if unsup_loss is not None else ''}"
               f"  val CCC loss {val_loss:.4f}  NMI {'-' if epoch_nmi is None else f'{epoch_nmi:.3f}'}"
               f"  {time.time() - t0:.0f}s{'  saved' if improved else ''}", flush=True)
-    plot_trends(history, run)
+    plot_trends(history, run, run_title(args))
     print(f"best validation CCC loss {best:.4f}\ncheckpoint: {run.checkpoint}\n"
           f"cluster log: {run.cluster_log}\nhistory: {run.history}\n"
           f"plots: {run.nmi_val_plot}, {run.train_plot}")
@@ -294,13 +351,15 @@ def train(args):
 
 
 def unsupervised_stage(model, pool, optimizers, args, device, bf16, rng, triplet_gen, epoch):
-    """Semi-supervised variant: cluster the unlabelled turns and train the cluster path only."""
+    """Semi-supervised variant: cluster the unlabelled turns and train the cluster path only,
+    stepping the model's SGD and the fresh top-layer SGD (not Adam)."""
     model.remove_cluster_head()
     feats = compute_chunk_features(model, pool, args.batch_size, device, bf16, desc="unlabelled features")
     assignment = cluster_chunks(feats, args.num_clusters, rng)
     drawn = sentence_uniform_sample(assignment, args.num_clusters, rng)
     model.restore_cluster_head()
-    return train_one_epoch(model, pool, drawn, assignment, optimizers, args.batch_size, device,
+    sgd = optimizers[0]   # the authors' release: Adam does not step in this stage (SPEC §6)
+    return train_one_epoch(model, pool, drawn, assignment, [sgd], args.batch_size, device,
                            bf16, None, triplet_gen, epoch, desc=f"epoch {epoch + 1} unlabelled")
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS, TEMPORAL_TYPES, UserError
+from utils import CHUNKS_PER_TURN, N_MELS, TEMPORAL_TYPES, UserError
 
 ARCH = "vgg16"
 ENCODER_BLOCKS = ((32, 1), (32, 1), (64, 2), (64, 2), (128, 2), (128, 2), (128, 2))
@@ -113,9 +113,12 @@ class TempDeepEmoCluster(nn.Module):
 
     # --- forward ------------------------------------------------------------------
     def embed_chunks(self, chunks):
-        """(turns, 11, 62, 128) → chunk embeddings (turns, 11, 256), the output of `cnn_out`."""
-        turns = chunks.shape[0]
-        x = chunks.reshape(turns * CHUNKS_PER_TURN, 1, FRAMES_PER_CHUNK, N_MELS)
+        """(turns, 11, 62, 128) → chunk embeddings (turns, 11, 256), the output of `cnn_out`.
+
+        Chunks of 53–61 frames (whole short turns in testing, SPEC §4) also end at 2 × 4.
+        """
+        turns, _, frames, _ = chunks.shape
+        x = chunks.reshape(turns * CHUNKS_PER_TURN, 1, frames, N_MELS)
         if self.cnn_features[3].weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.cnn_features(x)
@@ -133,9 +136,19 @@ class TempDeepEmoCluster(nn.Module):
             attri = self.top_layer_attri(self.emo_regressor(seq)).reshape(-1, CHUNKS_PER_TURN)
         return cluster, attri, emb
 
-    def predict_turns(self, chunks):
-        """A turn's prediction: the mean of its 11 chunk predictions (normalised scale)."""
-        return self.forward(chunks)[1].float().mean(dim=1)
+    def predict_turns(self, chunks, embeddings=False):
+        """A turn's prediction: the mean of its 11 chunk predictions (normalised scale).
+
+        With `embeddings`, also the turn's deep temporal clustering feature: the 256-d
+        output of the temporal model (for Temp-Triplet, of `cnn_out`) averaged over the
+        11 chunks, the vector both heads read.
+        """
+        emb = self.embed_chunks(chunks)
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            seq = self.temporal(emb)
+            attri = self.top_layer_attri(self.emo_regressor(seq.reshape(-1, EMBED_DIM)))
+            pred = attri.reshape(-1, CHUNKS_PER_TURN).float().mean(dim=1)
+        return (pred, seq.float().mean(dim=1)) if embeddings else pred
 
 
 class TempGRU(TempDeepEmoCluster):
@@ -331,15 +344,20 @@ def load_model(path, temporal_type, n_clusters, device="cpu"):
 
 
 @torch.no_grad()
-def predict_batch(models, chunks, device, bf16=False):
-    """Each model's turn predictions (normalised scale) for one batch of chunked turns."""
+def predict_batch(models, chunks, device, bf16=False, embeddings=False):
+    """Each model's turn predictions (normalised scale) for one batch of chunked turns;
+    with `embeddings`, (predictions, 256-d turn embeddings) per model."""
     from utils import autocast
 
     x = chunks.to(device, non_blocking=True)
     out = []
     for model in models:
         with autocast(device, bf16):
-            out.append(model.predict_turns(x).float().cpu().numpy())
+            result = model.predict_turns(x, embeddings)
+        if embeddings:
+            out.append(tuple(r.float().cpu().numpy() for r in result))
+        else:
+            out.append(result.float().cpu().numpy())
     return out
 
 

@@ -1,4 +1,4 @@
-"""Test a trained model: Test1 CCC of the checkpoint that matches the flags (SPEC §7).
+"""Test a trained model: Test1 (or --split) CCC of the checkpoint that matches the flags (SPEC §7).
 
     python online_testing.py -ep 30 -batch 64 -emo Val -nc 10 -mt Temp-Triplet
 
@@ -9,11 +9,13 @@ import argparse
 import os
 
 import numpy as np
+import torch
 
 from dataloader import CACHE_DTYPES, LabelledTurns, batches
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
-from utils import (add_model_args, ccc_metric, configure_backends, load_norm_term, pick_device,
-                   progress, run_cli, seed_everything, use_bf16, use_channels_last)
+from utils import (TEST_SPLIT, add_model_args, ccc_metric, configure_backends, load_norm_term,
+                   pick_device, progress, read_labels, run_cli, save_json, seed_everything, use_bf16,
+                   use_channels_last)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"
@@ -30,7 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", default=CACHE_DIR, help="where the chunk caches are kept")
     p.add_argument("--cache-dtype", choices=CACHE_DTYPES, default="float32")
     p.add_argument("--seed", type=int, default=0, help="torch and numpy seed")
-    p.add_argument("--split", default="Test1", help="split to test on (default Test1)")
+    p.add_argument("--split", default=TEST_SPLIT,
+                   help="any labelled split of the labels file: Test1 (default), Test2, Development, …")
+    p.add_argument("--result-json", metavar="PATH", help="also write the result as JSON to PATH")
     return p.parse_args(argv)
 
 
@@ -40,19 +44,33 @@ def test_ccc(args):
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device, training=False)
     configure_backends(device, bf16)
+    norm = load_norm_term(args.norm_dir, (args.emo_attr,))
+    read_labels(args.labels, args.split, (args.emo_attr,))   # a split without labels stops here
     name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
                            args.model_type, args.unlabel_size)
     model = load_model(os.path.join(args.model_dir, name), args.model_type, args.num_clusters)
     model = prepare_for_inference(model, device, use_channels_last(args.precision))
-    norm = load_norm_term(args.norm_dir, (args.emo_attr,))
     data = LabelledTurns(args.split, args.labels, args.features, norm, args.emo_attr,
-                         args.cache_dir, args.cache_dtype)
+                         args.cache_dir, args.cache_dtype, whole_short_turns=True)
     pred = np.empty(len(data))
-    for idx, chunks in progress(batches(data.cache, np.arange(len(data)), TEST_BATCH),
-                                desc=args.split, total=-(-len(data) // TEST_BATCH), leave=False):
+    whole = set(data.whole_turns)
+    order = np.array([i for i in range(len(data)) if i not in whole], dtype=np.int64)
+    for idx, chunks in progress(batches(data.cache, order, TEST_BATCH), desc=args.split,
+                                total=-(-len(order) // TEST_BATCH), leave=False):
         pred[idx] = predict_batch([model], chunks, device, bf16)[0]
+    for i in data.whole_turns:   # 53–61 frames: every chunk the whole turn (SPEC §4)
+        chunks = torch.from_numpy(data.cache.read_unpadded(i))
+        pred[i] = predict_batch([model], chunks, device, bf16)[0][0]
     pred = pred * data.label_std + data.label_mean
     return ccc_metric(pred, data.labels), pred, data.labels
+
+
+def write_result(path, args, ccc, n_turns):
+    """The test result as JSON, for scripts (reproduce.py) that collect results."""
+    save_json(path, {"split": args.split, "ccc": ccc, "turns": n_turns, "epochs": args.epochs,
+                     "batch": args.batch_size, "clusters": args.num_clusters,
+                     "model_type": args.model_type, "emotion": args.emo_attr,
+                     "unlabel": args.unlabel_size, "precision": args.precision})
 
 
 def main(argv=None):
@@ -62,6 +80,8 @@ def main(argv=None):
           f"Model: {args.model_type}  Emotion: {args.emo_attr}"
           f"{f'  Unlabelled: {args.unlabel_size}' if args.unlabel_size else ''}")
     print(f"{args.split} CCC ({len(pred)} turns): {ccc:.4f}")
+    if args.result_json:
+        write_result(args.result_json, args, ccc, len(pred))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -27,11 +28,14 @@ CLIP_VALUE = 3.0
 # --- SPEC §4: chunking -----------------------------------------------------
 FRAMES_PER_CHUNK = 62
 CHUNKS_PER_TURN = 11
+SHORTEST_WHOLE_TURN = 53     # int((53 − 62) / 10) == 0; at 52 frames the step is negative
 
 # --- SPEC §2: corpus ---------------------------------------------------------
 EMOTIONS = ("Act", "Dom", "Val")
 LABEL_COLUMN = {"Act": "EmoAct", "Dom": "EmoDom", "Val": "EmoVal"}
-SPLITS = ("Train", "Validation", "Test1")
+TRAIN_SPLIT = "Train"
+VALIDATION_SPLITS = ("Validation", "Development")   # v1.8; v1.11 and later
+TEST_SPLIT = "Test1"
 TEMPORAL_TYPES = ("Temp-GRU", "Temp-CNN", "Temp-Trans", "Temp-Triplet")
 
 # --- Defaults of the original (SPEC §6) ---------------------------------------
@@ -62,19 +66,29 @@ def run_cli(main):
 def atomic_path(path):
     """Yield a temporary path beside `path`; rename it into place on success.
 
-    A killed or failed write never leaves a truncated file at `path`.
+    A killed or failed write never leaves a truncated file at `path`, and the file
+    ends with the permissions an ordinary `open(path, "w")` would give (the umask's),
+    not mkstemp's private 0600.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def current_umask():
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_mat(path, name, value):
@@ -142,7 +156,8 @@ def mel_filterbank():
                                fmax=SAMPLE_RATE / 2, htk=False, norm="slaney")
 
 
-AUDIO_EXTENSIONS = (".wav",)
+# What soundfile (libsndfile ≥ 1.1) reads; other files are skipped and counted.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
 def extract_features(path):
@@ -226,6 +241,12 @@ def chunk_starts(n_frames):
     return np.arange(CHUNKS_PER_TURN) * step
 
 
+def is_whole_turn_chunked(n_frames):
+    """Whether the original chunks a turn of `n_frames` as 11 copies of the whole, unpadded
+    turn: its step int((T − 62)/10) truncates to 0 for 53 ≤ T ≤ 61 (SPEC §4)."""
+    return SHORTEST_WHOLE_TURN <= n_frames < FRAMES_PER_CHUNK
+
+
 def pad_short_turn(feat):
     """Pad a turn shorter than one chunk with zeros (the normalised mean)."""
     n = feat.shape[0]
@@ -235,11 +256,33 @@ def pad_short_turn(feat):
     return np.concatenate([feat, pad], axis=0)
 
 
-def chunk_turn(feat):
-    """A normalised (frames, 128) turn → (11, 62, 128) chunks (short turns padded)."""
+def chunk_turn(feat, whole_short_turns=False):
+    """A normalised (frames, 128) turn → (11, 62, 128) chunks.
+
+    A turn shorter than one chunk is padded with zeros (training, and turns of 52
+    frames or fewer, on which the original fails). With `whole_short_turns` (testing
+    and prediction), a turn of 53–61 frames becomes what the original makes of it:
+    (11, T, 128), every chunk the whole unpadded turn.
+    """
+    if whole_short_turns and is_whole_turn_chunked(feat.shape[0]):
+        return np.repeat(feat[None], CHUNKS_PER_TURN, axis=0)
     feat = pad_short_turn(feat)
     idx = chunk_starts(feat.shape[0])[:, None] + np.arange(FRAMES_PER_CHUNK)[None, :]
     return feat[idx]
+
+
+def short_turn_warning(whole, padded, what="turn(s)"):
+    """The warning for turns shorter than one chunk: which rule each got (SPEC §4)."""
+    parts = []
+    if whole:
+        parts.append(f"{len(whole)} {what} of {SHORTEST_WHOLE_TURN}–{FRAMES_PER_CHUNK - 1} frames "
+                     "were chunked as the original does (every chunk the whole, unpadded turn), "
+                     f"e.g. {', '.join(whole[:3])}")
+    if padded:
+        parts.append(f"{len(padded)} {what} shorter than {FRAMES_PER_CHUNK} frames were padded with "
+                     f"zeros to one chunk (the original fails on turns of {SHORTEST_WHOLE_TURN - 1} "
+                     f"frames or fewer), e.g. {', '.join(padded[:3])}")
+    return "; ".join(parts)
 
 
 # --- SPEC §1 and §6.7: CCC ------------------------------------------------------
@@ -285,32 +328,87 @@ def sentence_uniform_sample(assignment, n_clusters, rng):
     return drawn
 
 
-# --- labels file ------------------------------------------------------------------
-def read_labels(csv_path, split, emotions=()):
-    """File stems of one split and, per attribute asked for, their labels (1–7 scale)."""
+# --- labels file (SPEC §2) ---------------------------------------------------------
+MISSING_LABEL_TEXT = ("", "nan", "na", "n/a", "none")
+
+
+def read_label_table(csv_path, columns):
+    """The labels file as a table of strings; `columns` must be present (found by name,
+    in any order; other columns are ignored)."""
+    import pandas as pd
+
     if not os.path.isfile(csv_path):
         raise UserError(f"labels file not found: {csv_path}")
     try:
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            needed = ["FileName", "Split_Set"] + [LABEL_COLUMN[e] for e in emotions]
-            missing = [c for c in needed if c not in columns]
-            if missing:
-                raise UserError(f"labels file {csv_path} lacks the column(s) {', '.join(missing)} "
-                                f"(it has: {', '.join(columns) or 'no header'})")
-            rows = [r for r in reader if r["Split_Set"] == split]
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise UserError(f"labels file {csv_path} is not a readable CSV file ({err})")
-    if not rows:
-        raise UserError(f"labels file {csv_path} has no rows in the split '{split}'")
-    stems = [os.path.splitext(os.path.basename(r["FileName"]))[0] for r in rows]
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False,
+                            skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"labels file {csv_path} lacks the column(s) {', '.join(columns)} "
+                        "(it has: no header)")
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as err:
+        raise UserError(f"labels file {csv_path} is not a readable CSV file "
+                        f"({(str(err).splitlines() or [type(err).__name__])[0]})")
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise UserError(f"labels file {csv_path} lacks the column(s) {', '.join(missing)} "
+                        f"(it has: {', '.join(table.columns) or 'no header'})")
+    return table
+
+
+def label_splits(csv_path):
+    """The values of `Split_Set` in the labels file, in order of first appearance."""
+    table = read_label_table(csv_path, ["Split_Set"])
+    return list(dict.fromkeys(s.strip() for s in table["Split_Set"]))
+
+
+def validation_split(csv_path, asked="auto"):
+    """The split used for validation: `asked`, or with 'auto' `Validation` (v1.8) if the
+    file has it, else `Development` (v1.11 and later)."""
+    splits = label_splits(csv_path)
+    if asked != "auto":
+        return asked
+    for name in VALIDATION_SPLITS:
+        if name in splits:
+            return name
+    raise UserError(f"labels file {csv_path} has neither a Validation nor a Development split "
+                    f"(its splits: {', '.join(splits) or 'none'}); name one with --val-split")
+
+
+def read_labels(csv_path, split, emotions=()):
+    """File stems of one split and, per attribute asked for, their labels (1–7 scale).
+
+    Rows of the split that lack a label asked for are left out with a warning that
+    gives the count; a split without any such label (Test3 of v1.11 and later) is refused.
+    """
+    needed = ["FileName", "Split_Set"] + [LABEL_COLUMN[e] for e in emotions]
+    table = read_label_table(csv_path, needed)
+    rows = table[table["Split_Set"].str.strip() == split]
+    if rows.empty:
+        splits = list(dict.fromkeys(s.strip() for s in table["Split_Set"]))
+        raise UserError(f"labels file {csv_path} has no rows in the split '{split}' "
+                        f"(its splits: {', '.join(splits) or 'none'})")
+    keep = np.ones(len(rows), dtype=bool)
+    for emo in emotions:
+        text = rows[LABEL_COLUMN[emo]].str.strip()
+        absent = text.str.lower().isin(MISSING_LABEL_TEXT).to_numpy()
+        if absent.all():
+            raise UserError(f"the split '{split}' of {csv_path} has no {LABEL_COLUMN[emo]} labels "
+                            "(like Test3 of MSP-Podcast v1.11 and later): test on a labelled split, "
+                            "or predict its audio with prediction_process.py")
+        if absent.any():
+            warnings.warn(f"{int(absent.sum())} of {len(rows)} {split} row(s) of {csv_path} have no "
+                          f"{LABEL_COLUMN[emo]} label and are left out", stacklevel=2)
+        keep &= ~absent
+    rows = rows[keep]
+    stems = [os.path.splitext(os.path.basename(name.strip()))[0] for name in rows["FileName"]]
     labels = {}
     for emo in emotions:
+        column = LABEL_COLUMN[emo]
         try:
-            labels[emo] = np.array([float(r[LABEL_COLUMN[emo]]) for r in rows])
+            labels[emo] = np.array([float(v) for v in rows[column]])
         except ValueError as err:
-            raise UserError(f"labels file {csv_path}: a non-numeric {LABEL_COLUMN[emo]} value ({err})")
+            raise UserError(f"labels file {csv_path}: a non-numeric {column} value ({err})")
     return stems, labels
 
 

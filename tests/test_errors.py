@@ -262,7 +262,11 @@ def test_bad_labels_and_missing_features_are_refused_with_a_message(corpus, tmp_
     no_validation = write_labels(str(tmp_path / "no_validation.csv"),
                                  [r for r in rows if r["Split_Set"] != "Validation"], columns)
     assert cli(train_script.main, train_argv(corpus, tmp_path / "m", labels=no_validation)) == 1
-    assert "no rows in the split 'Validation'" in capsys.readouterr().err
+    assert ("has neither a Validation nor a Development split (its splits: Train, Test1)"
+            in capsys.readouterr().err)
+    assert cli(train_script.main, train_argv(corpus, tmp_path / "m", labels=no_validation)
+               + ["--val-split", "Validation"]) == 1
+    assert "no rows in the split 'Validation' (its splits: Train, Test1)" in capsys.readouterr().err
     save_models(tmp_path / "m", epochs=3)
     assert cli(online_testing.main, train_argv(corpus, tmp_path / "m") + ["--split", "Test2"]) == 1
     assert "no rows in the split 'Test2'" in capsys.readouterr().err
@@ -306,7 +310,7 @@ def test_turns_shorter_than_one_chunk_are_padded_and_counted(corpus, tmp_path):
     rows.append(dict(rows[0], FileName="short_turn.wav"))
     labels = write_labels(str(tmp_path / "labels.csv"), rows, list(rows[0]))
     norm = {"Val_mean": 4.0, "Val_std": 1.5, "feat_mean": np.full(128, 2.5), "feat_std": np.full(128, 1.5)}
-    with pytest.warns(UserWarning, match=r"1 Train turn\(s\) shorter than 62 frames were padded"):
+    with pytest.warns(UserWarning, match=r"Train: 1 turn\(s\) shorter than 62 frames were padded with zeros"):
         data = LabelledTurns("Train", labels, str(features), norm, "Val", str(tmp_path / "cache"))
     assert len(data) == 5
     chunks = data.cache.read([4])[0]
