@@ -432,10 +432,57 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
+# oneDNN instruction sets below native bf16: ONEDNN_MAX_CPU_ISA set to one of these makes
+# bf16 emulated (slow) even on a CPU that has it, as on a CPU without it.
+ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                     "AVX512_CORE_VNNI")
+ISAS_WITHOUT_AMX = ISAS_WITHOUT_BF16 + ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512")
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_capability():
+    """The CPU's vector capability as the convolutions see it: 'AMX', 'AVX-512 BF16',
+    'AVX-512', 'AVX2' or the machine name (e.g. 'arm64'), lowered by ONEDNN_MAX_CPU_ISA
+    and ATEN_CPU_CAPABILITY when they are set."""
+    import platform
+
+    flags = cpu_flags()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    capped_avx2 = isa.startswith(("SSE", "AVX2")) or isa == "AVX" or aten in ("avx2", "default")
+    if not flags:
+        return platform.machine() or "unknown"
+    if "amx_bf16" in flags and isa not in ISAS_WITHOUT_AMX and not capped_avx2:
+        return "AMX"
+    if "avx512_bf16" in flags and isa not in ISAS_WITHOUT_BF16 and not capped_avx2:
+        return "AVX-512 BF16"
+    if "avx512f" in flags and not capped_avx2:
+        return "AVX-512"
+    if "avx2" in flags and isa not in ("SSE41", "AVX"):
+        return "AVX2"
+    return platform.machine() or "unknown"
+
+
+def cpu_has_native_bf16():
+    """Whether bf16 convolutions run natively here (AVX-512 BF16 or AMX), not emulated."""
+    return cpu_capability() in ("AMX", "AVX-512 BF16")
+
+
 def use_bf16(precision, device, training=True):
     """Whether to run under bfloat16 autocast.
 
-    'auto' turns it on for training where the hardware has bf16; inference under
+    'auto' turns it on for training where the hardware has native bf16 (a CUDA GPU
+    with bf16, or a CPU with AVX-512 BF16 or AMX); elsewhere, and for inference,
     'auto' stays fp32, so released checkpoints give the authors' predictions to
     float precision. 'bf16' forces it, 'fp32' keeps the original numerics exactly.
     """
@@ -447,8 +494,7 @@ def use_bf16(precision, device, training=True):
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()) or \
-        bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return cpu_has_native_bf16()
 
 
 def configure_backends(device, bf16):
