@@ -230,7 +230,8 @@ def plot_trends(history, run, title):
 def run_title(args):
     """What a plot is of: model type, attribute, K, epochs (and the unlabelled turns)."""
     unlabel = f", {args.unlabel_size} unlabelled turns" if args.unlabel_size else ""
-    return (f"{args.model_type}, {args.emo_attr}, K = {args.num_clusters}, {args.epochs} epochs, "
+    epochs = f"{args.epochs} epoch{'' if args.epochs == 1 else 's'}"
+    return (f"{args.model_type}, {args.emo_attr}, K = {args.num_clusters}, {epochs}, "
             f"batch {args.batch_size}{unlabel}")
 
 
