@@ -1,0 +1,327 @@
+"""fetch_models.py: verified, atomic installs of a release from a local HTTP server or a
+local repository copy (never the internet), and the form of the real release table."""
+import hashlib
+import http.server
+import os
+import re
+import socket
+import threading
+
+import pytest
+
+import fetch_models
+from fetch_models import RELEASES, Release, check_release, release_dirs
+from model import checkpoint_name
+from utils import EMOTIONS, TEMPORAL_TYPES, UserError, current_umask, run_cli
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+FIXTURE_TYPES = ("Temp-GRU", "Temp-Trans")
+NORM_NAMES = ("NormTerm/feat_norm_means.mat", "NormTerm/feat_norm_stds.mat", "NormTerm/act_norm_means.mat")
+
+
+def git_blob_id(content):
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def fixture_content(seed, size):
+    """Distinct bytes per file, spanning several download blocks for the models."""
+    out, block = bytearray(), hashlib.sha256(seed.encode()).digest()
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:size])
+
+
+@pytest.fixture
+def release(monkeypatch):
+    """A fixture release of 6 models (2 temporal types) and 3 NormTerm files, with its contents."""
+    contents = {path: fixture_content(path, 1000) for path in NORM_NAMES}
+    monkeypatch.setattr(fetch_models, "NORM_TERM_BLOBS", {p: git_blob_id(c) for p, c in contents.items()})
+    blobs = {}
+    for emo in EMOTIONS:
+        for mt in FIXTURE_TYPES:
+            path = "trained_models/" + checkpoint_name(30, 64, 10, emo, mt)
+            contents[path] = fixture_content(path, 3 * fetch_models.BLOCK_SIZE + 123)
+            blobs[(emo, mt)] = git_blob_id(contents[path])
+    rel = Release("fixture", COMMIT, blobs, clusters={e: 10 for e in EMOTIONS},
+                  unlabel={e: 0 for e in EMOTIONS})
+    monkeypatch.setitem(RELEASES, "fixture", rel)
+    return rel, contents
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        server = self.server
+        server.requests.append(self.path)
+        body = server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path in server.cut:
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(release):
+    """A raw-file server on 127.0.0.1 serving the fixture release at /<owner>/<repo>/<commit>/<path>."""
+    _, contents = release
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.files = {f"/{fetch_models.REPOSITORY}/{COMMIT}/{p}": c for p, c in contents.items()}
+    httpd.requests, httpd.cut = [], set()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def url_path(path):
+    return f"/{fetch_models.REPOSITORY}/{COMMIT}/{path}"
+
+
+def installed_files(root):
+    """{path relative to root: bytes} of every file under root."""
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            full = os.path.join(folder, name)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, root).replace(os.sep, "/")] = f.read()
+    return out
+
+
+def fetch(server, dest, *extra):
+    return fetch_models.main(["fixture", "--base-url", server.base_url, "--dest", str(dest), *extra])
+
+
+def cli_exit(argv, capsys):
+    """(exit status, stderr) of the script run as from the command line."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: fetch_models.main(argv))
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_installs_every_file_verified(release, server, tmp_path, capsys):
+    _, contents = release
+    assert fetch(server, tmp_path) == 0
+    assert installed_files(tmp_path / "fixture") == contents
+    models, norm = release_dirs("fixture", str(tmp_path))
+    assert sorted(os.listdir(norm)) == sorted(os.path.basename(p) for p in NORM_NAMES)
+    assert len(os.listdir(models)) == 6
+    mode = os.stat(os.path.join(norm, "feat_norm_means.mat")).st_mode & 0o777
+    assert mode == 0o666 & ~current_umask()
+    out = capsys.readouterr().out
+    assert sum(line.startswith("fetched ") for line in out.splitlines()) == len(contents)
+    assert "python prediction_process.py --release fixture -mt Temp-Trans --input DIR" in out
+    assert "MIT licence" in out and "winston-lin-wei-cheng/Temporal-Enhanced-DeepEmoCluster" in out
+
+    server.requests.clear()
+    assert fetch(server, tmp_path) == 0
+    assert server.requests == []
+    out = capsys.readouterr().out
+    assert sum(line.startswith("skipped ") for line in out.splitlines()) == len(contents)
+
+
+def test_model_type_limits_to_one_type_and_normterm(release, server, tmp_path):
+    _, contents = release
+    assert fetch(server, tmp_path, "-mt", "Temp-Trans") == 0
+    wanted = {p for p in contents if "Temp-GRU" not in p}
+    assert set(installed_files(tmp_path / "fixture")) == wanted
+    assert sorted(server.requests) == sorted(url_path(p) for p in wanted)
+
+
+def test_type_the_release_lacks_is_refused(release, capsys, tmp_path):
+    code, err = cli_exit(["fixture", "-mt", "Temp-CNN", "--dest", str(tmp_path)], capsys)
+    assert code == 1 and "no Temp-CNN models" in err
+    code, err = cli_exit(["v1.8-ssl", "-mt", "Temp-GRU", "--dest", str(tmp_path)], capsys)
+    assert code == 1 and "v1.8-ssl has no Temp-GRU models (it has: Temp-Trans)" in err
+    assert not os.path.exists(tmp_path / "v1.8-ssl")
+
+
+def test_unknown_release_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        fetch_models.main(["v9.9"])
+    assert exc.value.code == 2 and "invalid choice: 'v9.9'" in capsys.readouterr().err
+    with pytest.raises(UserError, match="unknown release 'v9.9'"):
+        check_release("v9.9", "Temp-Trans")
+
+
+def test_tampered_file_is_refused_and_not_kept(release, server, tmp_path, capsys):
+    rel, contents = release
+    path = rel.model_path("Act", "Temp-GRU")
+    body = bytearray(contents[path])
+    body[5000] ^= 1
+    server.files[url_path(path)] = bytes(body)
+    code, err = cli_exit(["fixture", "--base-url", server.base_url, "--dest", str(tmp_path)], capsys)
+    assert code == 1
+    assert err.count("\n") == 1
+    assert path in err and rel.model_blobs[("Act", "Temp-GRU")] in err and git_blob_id(bytes(body)) in err
+    models, _ = release_dirs("fixture", str(tmp_path))
+    assert os.listdir(models) == []
+
+
+def test_interrupted_download_leaves_nothing_partial(release, server, tmp_path, capsys):
+    rel, contents = release
+    cut = rel.model_path("Dom", "Temp-GRU")
+    server.cut.add(url_path(cut))
+    code, err = cli_exit(["fixture", "--base-url", server.base_url, "--dest", str(tmp_path)], capsys)
+    assert code == 1 and url_path(cut) in err and "closed after" in err
+    first = installed_files(tmp_path / "fixture")
+    assert cut not in first and 0 < len(first) < len(contents)
+    assert all(contents[p] == body for p, body in first.items())
+
+    server.cut.clear()
+    server.requests.clear()
+    assert fetch(server, tmp_path) == 0
+    assert sorted(server.requests) == sorted(url_path(p) for p in contents if p not in first)
+    assert installed_files(tmp_path / "fixture") == contents
+
+
+def test_ctrl_c_exits_130_with_nothing_partial(release, server, tmp_path, monkeypatch, capsys):
+    _, contents = release
+    calls = []
+    real_copy = fetch_models.copy_blocks
+
+    def copy_then_interrupt(read, write):
+        calls.append(1)
+        if len(calls) == 3:
+            write(read(1000))
+            raise KeyboardInterrupt
+        return real_copy(read, write)
+
+    monkeypatch.setattr(fetch_models, "copy_blocks", copy_then_interrupt)
+    code, err = cli_exit(["fixture", "--base-url", server.base_url, "--dest", str(tmp_path)], capsys)
+    assert code == 130 and "interrupted" in err
+    first = installed_files(tmp_path / "fixture")
+    assert len(first) == 2 and all(contents[p] == body for p, body in first.items())
+
+    monkeypatch.setattr(fetch_models, "copy_blocks", real_copy)
+    server.requests.clear()
+    assert fetch(server, tmp_path) == 0
+    assert len(server.requests) == len(contents) - 2
+    assert installed_files(tmp_path / "fixture") == contents
+
+
+def test_installed_file_that_does_not_verify_is_fetched_again(release, server, tmp_path):
+    _, contents = release
+    assert fetch(server, tmp_path) == 0
+    path = NORM_NAMES[1]
+    with open(tmp_path / "fixture" / path, "wb") as f:
+        f.write(b"not the release")
+    server.requests.clear()
+    assert fetch(server, tmp_path) == 0
+    assert server.requests == [url_path(path)]
+    assert installed_files(tmp_path / "fixture") == contents
+
+
+def test_unreachable_server_gives_one_line_error(release, tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    code, err = cli_exit(["fixture", "--base-url", base, "--dest", str(tmp_path), "--timeout", "5"], capsys)
+    assert code == 1
+    assert err.startswith("error: could not fetch " + base + url_path(""))
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_http_error_names_the_url(release, server, tmp_path, capsys):
+    rel, _ = release
+    missing = rel.model_path("Val", "Temp-Trans")
+    del server.files[url_path(missing)]
+    code, err = cli_exit(["fixture", "--base-url", server.base_url, "--dest", str(tmp_path)], capsys)
+    assert code == 1 and server.base_url + url_path(missing) in err and "HTTP 404" in err
+    assert not os.path.exists(tmp_path / "fixture" / missing)
+
+
+def write_local_copy(root, contents):
+    for path, body in contents.items():
+        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+        with open(os.path.join(root, path), "wb") as f:
+            f.write(body)
+
+
+def test_from_local_copy(release, tmp_path, capsys):
+    _, contents = release
+    clone = tmp_path / "clone"
+    write_local_copy(clone, contents)
+    dest = tmp_path / "released"
+    assert fetch_models.main(["fixture", "--from", str(clone), "--dest", str(dest), "-mt", "Temp-GRU"]) == 0
+    assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-Trans" not in p}
+    assert "copied    NormTerm/feat_norm_means.mat" in capsys.readouterr().out
+
+    with open(clone / NORM_NAMES[0], "ab") as f:
+        f.write(b"x")
+    os.remove(dest / "fixture" / NORM_NAMES[0])
+    capsys.readouterr()
+    code, err = cli_exit(["fixture", "--from", str(clone), "--dest", str(dest)], capsys)
+    assert code == 1 and "refused" in err and NORM_NAMES[0] in err and COMMIT in err
+    assert not os.path.exists(dest / "fixture" / NORM_NAMES[0])
+    assert not [n for n in os.listdir(dest / "fixture" / "NormTerm") if n.endswith(".tmp")]
+
+    code, err = cli_exit(["fixture", "--from", str(tmp_path / "nowhere"), "--dest", str(dest)], capsys)
+    assert code == 1 and "no such folder" in err
+
+
+def test_check_release(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    hint = "python fetch_models.py v1.8 -mt Temp-CNN --dest " + root
+    with pytest.raises(UserError, match=re.escape(hint)):
+        check_release("v1.8", "Temp-CNN", root)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"python fetch_models.py v1.8 -mt Temp-CNN$"):
+        check_release("v1.8", "Temp-CNN")
+    with pytest.raises(UserError, match=r"python fetch_models.py v1.8-ssl\b"):
+        check_release("v1.8-ssl", "Temp-Trans", root)
+    with pytest.raises(UserError, match="no Temp-GRU models"):
+        check_release("v1.8-ssl", "Temp-GRU", root)
+    for path in RELEASES["v1.8"].files("Temp-CNN"):
+        os.makedirs(os.path.dirname(os.path.join(root, "v1.8", path)), exist_ok=True)
+        open(os.path.join(root, "v1.8", path), "wb").close()
+    assert check_release("v1.8", "Temp-CNN", root) is RELEASES["v1.8"]
+    with pytest.raises(UserError, match="python fetch_models.py v1.8 -mt Temp-GRU"):
+        check_release("v1.8", "Temp-GRU", root)
+
+
+NORM_TERM_FILES = {f"NormTerm/{a}_norm_{s}.mat" for a in ("act", "dom", "val", "feat")
+                   for s in ("means", "stds")}
+
+
+def test_real_table_form():
+    assert set(RELEASES) == {"v1.8", "v1.8-ssl"}
+    assert RELEASES["v1.8"].commit == "daeb08605a2ae68c5160b3d9ea07cc5c64fc625f"
+    assert RELEASES["v1.8-ssl"].commit == "bc0eaf7f910185d039b9424ac9e3be5232841141"
+    prefix = "trained_models/TempDeepEmoCluster_epoch30_batch64_"
+    v18 = RELEASES["v1.8"].files()
+    assert set(v18) == NORM_TERM_FILES | {f"{prefix}10clusters_{e}_{mt}.pth.tar"
+                                          for e in ("Act", "Dom", "Val") for mt in TEMPORAL_TYPES}
+    assert len(v18) == 20
+    ssl = RELEASES["v1.8-ssl"].files()
+    assert set(ssl) == NORM_TERM_FILES | {
+        f"{prefix}30clusters_Act_Temp-Trans_unlabel100000.pth.tar",
+        f"{prefix}30clusters_Dom_Temp-Trans_unlabel100000.pth.tar",
+        f"{prefix}10clusters_Val_Temp-Trans_unlabel15000.pth.tar"}
+    assert RELEASES["v1.8-ssl"].temporal_types == ["Temp-Trans"]
+    assert RELEASES["v1.8"].temporal_types == list(TEMPORAL_TYPES)
+    assert len(RELEASES["v1.8"].files("Temp-Trans")) == 11
+    for rel in RELEASES.values():
+        for blob in rel.files().values():
+            assert len(blob) == 40 and set(blob) <= set("0123456789abcdef")
+        assert len(rel.commit) == 40 and set(rel.commit) <= set("0123456789abcdef")
+
+
+def test_blob_id_matches_git(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"hello\n")
+    assert fetch_models.blob_id(str(path)) == "ce013625030ba8dba906f756967f9e9ca394464a"
