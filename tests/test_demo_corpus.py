@@ -1,6 +1,8 @@
 """Tests for make_demo_corpus.py on a tiny corpus (a few seconds in all)."""
 
+import collections
 import csv
+import json
 import os
 import sys
 import wave
@@ -13,6 +15,14 @@ import make_demo_corpus as mdc  # noqa: E402
 
 TINY = ["--train", "6", "--validation", "3", "--test", "3", "--predict", "2", "--unlabeled", "2"]
 COLUMNS = ["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"]
+# The current MSP-Podcast layout (SPEC §2): its header line, splits and labels file.
+V112_TINY = ["--release", "v1.12", "--train", "6", "--validation", "3", "--test", "3",
+             "--test2", "4", "--test3", "2", "--predict", "2", "--unlabeled", "2"]
+V112_HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
+V112_COUNTS = {"Train": 6, "Development": 3, "Test1": 3, "Test2": 4, "Test3": 2}
+V112_LABELS = os.path.join("Labels", "labels_consensus.csv")
+V18_LABELS = os.path.join("Labels", "labels_concensus.csv")
+LABEL_CELLS = ("EmoClass", "EmoAct", "EmoVal", "EmoDom")
 
 
 def make(out_dir, seed=0, extra=()):
@@ -31,10 +41,20 @@ def all_files(root):
     return found
 
 
-def read_rows(root):
-    with open(os.path.join(root, "Labels", "labels_concensus.csv"), newline="") as handle:
+def read_rows(root, labels=V18_LABELS):
+    with open(os.path.join(root, labels), newline="") as handle:
         reader = csv.DictReader(handle)
         return reader.fieldnames, list(reader)
+
+
+def make_v112(out_dir, seed=0):
+    assert mdc.main(["--out", str(out_dir), "--seed", str(seed), *V112_TINY]) == 0
+    return out_dir
+
+
+def file_speaker(file_name):
+    """The speaker number in MSP-PODCAST_{speaker}_{turn}.wav."""
+    return int(file_name.split("_")[1])
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +189,10 @@ def test_refuses_a_folder_with_foreign_labels(tmp_path):
     ["--size", "inf"],
     ["--seed", "-1"],
     ["--test", "0", "--predict", "1"],
+    ["--test2", "3"],
+    ["--test3", "1"],
+    ["--release", "v1.12", "--test3", "-1"],
+    ["--release", "v2"],
 ])
 def test_bad_flag_values_exit_with_code_2(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -203,3 +227,125 @@ def test_turns_do_not_depend_on_corpus_size(corpus, tmp_path):
     wavs = [p for p in little if p.endswith(".wav")]
     assert len(wavs) == 9
     assert all(little[p] == big[p] for p in wavs)
+
+
+# --- --release v1.12: the layout of the releases distributed today ---------------------
+
+@pytest.fixture(scope="module")
+def v112(tmp_path_factory):
+    return make_v112(tmp_path_factory.mktemp("v112") / "demo")
+
+
+def test_v112_header_is_the_release_column_order(v112):
+    with open(os.path.join(v112, V112_LABELS), newline="") as handle:
+        assert handle.readline().rstrip("\n") == V112_HEADER
+    assert not os.path.exists(os.path.join(v112, V18_LABELS))
+
+
+def test_v112_split_names_and_counts(v112):
+    _, rows = read_rows(v112, V112_LABELS)
+    splits = [r["Split_Set"] for r in rows]
+    assert list(dict.fromkeys(splits)) == list(V112_COUNTS)
+    assert collections.Counter(splits) == V112_COUNTS
+    assert len({r["FileName"] for r in rows}) == len(rows)
+
+
+def test_v112_labelled_rows_have_labels_and_speakers(v112):
+    _, rows = read_rows(v112, V112_LABELS)
+    for row in (r for r in rows if r["Split_Set"] != "Test3"):
+        for column in ("EmoAct", "EmoVal", "EmoDom"):
+            assert 1.0 <= float(row[column]) <= 7.0
+        assert row["EmoClass"] in set("NHSACUDF")
+        assert int(row["SpkrID"]) == file_speaker(row["FileName"])
+        assert row["Gender"] in {"Male", "Female"}
+
+
+def test_v112_test3_rows_have_no_labels_and_their_wavs_exist(v112):
+    _, rows = read_rows(v112, V112_LABELS)
+    test3 = [r for r in rows if r["Split_Set"] == "Test3"]
+    assert len(test3) == V112_COUNTS["Test3"]
+    for row in test3:
+        assert all(row[column] == "" for column in LABEL_CELLS)
+        assert row["SpkrID"] == "Unknown"
+        assert row["Gender"] in {"Male", "Female"}
+        check_wav(os.path.join(v112, "Audios", row["FileName"]))
+    assert sorted(os.listdir(os.path.join(v112, "Audios"))) == sorted(r["FileName"] for r in rows)
+
+
+def test_v112_splits_are_speaker_disjoint(v112):
+    _, rows = read_rows(v112, V112_LABELS)
+    speakers = {split: {file_speaker(r["FileName"]) for r in rows if r["Split_Set"] == split}
+                for split in V112_COUNTS}
+    assert all(speakers.values())
+    for i, first in enumerate(V112_COUNTS):
+        for second in list(V112_COUNTS)[i + 1:]:
+            assert not speakers[first] & speakers[second], (first, second)
+    unlabeled = {file_speaker(name) for name in os.listdir(os.path.join(v112, "Unlabeled"))}
+    predict = {file_speaker(name) for name in os.listdir(os.path.join(v112, "Predict"))}
+    assert not unlabeled & set().union(*speakers.values())
+    assert predict <= speakers["Test1"]
+
+
+def test_v112_same_seed_gives_identical_files(v112, tmp_path):
+    first, second = all_files(v112), all_files(make_v112(tmp_path / "again"))
+    assert sorted(first) == sorted(second)
+    assert first == second
+
+
+def test_v112_rerun_in_place_is_identical(tmp_path):
+    out = make_v112(tmp_path / "demo")
+    before = all_files(out)
+    make_v112(out)
+    assert all_files(out) == before
+
+
+def test_v112_marker_names_the_release_and_the_default_marker_does_not(v112, corpus):
+    with open(os.path.join(v112, "demo_corpus.json")) as handle:
+        marker = json.load(handle)
+    assert marker["release"] == "v1.12"
+    assert marker["counts"] == V112_COUNTS
+    with open(os.path.join(corpus, "demo_corpus.json")) as handle:
+        assert sorted(json.load(handle)) == ["counts", "generator", "predict", "sample_rate",
+                                             "seed", "unlabeled"]
+
+
+def test_v112_first_three_splits_are_the_default_corpus_renamed(v112, corpus):
+    """Train, Development and Test1 of v1.12 are the default's Train, Validation and Test1."""
+    _, old = read_rows(corpus)
+    _, new = read_rows(v112, V112_LABELS)
+    renamed = [{**r, "Split_Set": "Development" if r["Split_Set"] == "Validation" else r["Split_Set"]}
+               for r in old]
+    assert new[:len(old)] == renamed
+    old_files, new_files = all_files(corpus), all_files(v112)
+    for row in old:
+        path = os.path.join("Audios", row["FileName"])
+        assert new_files[path] == old_files[path]
+
+
+def test_switching_release_in_place_leaves_only_the_new_layout(tmp_path):
+    out = make_v112(tmp_path / "demo")
+    make(out)
+    assert all_files(out) == all_files(make(tmp_path / "fresh_default"))
+    make_v112(out)
+    assert all_files(out) == all_files(make_v112(tmp_path / "fresh_v112"))
+
+
+def test_refuses_a_folder_with_foreign_v112_labels(tmp_path):
+    out = tmp_path / "real"
+    (out / "Labels").mkdir(parents=True)
+    (out / "Labels" / "labels_consensus.csv").write_text("FileName\n")
+    with pytest.raises(SystemExit) as exit_info:
+        mdc.main(["--out", str(out), *TINY])
+    assert exit_info.value.code == 2
+    assert (out / "Labels" / "labels_consensus.csv").read_text() == "FileName\n"
+    assert not (out / "Audios").exists()
+
+
+def test_v112_default_and_scaled_counts():
+    args = mdc.build_parser().parse_args(["--release", "v1.12"])
+    assert mdc.split_counts(args) == {"Train": 480, "Development": 120, "Test1": 120,
+                                      "Test2": 60, "Test3": 20}
+    args = mdc.build_parser().parse_args(["--release", "v1.12", "--size", "0.5", "--test3", "3"])
+    assert mdc.split_counts(args) == {"Train": 240, "Development": 60, "Test1": 60,
+                                      "Test2": 30, "Test3": 3}
+    assert list(mdc.split_counts(args)) == ["Train", "Development", "Test1", "Test2", "Test3"]
