@@ -13,6 +13,7 @@ import torch
 
 from dataloader import CACHE_DTYPES, LabelledTurns, batches
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
+from release_flags import add_release_flag, apply_release
 from utils import (TEST_SPLIT, add_model_args, ccc_metric, configure_backends, load_norm_term,
                    pick_device, progress, read_labels, run_cli, save_json, seed_everything, use_bf16,
                    use_channels_last)
@@ -35,7 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--split", default=TEST_SPLIT,
                    help="any labelled split of the labels file: Test1 (default), Test2, Development, …")
     p.add_argument("--result-json", metavar="PATH", help="also write the result as JSON to PATH")
-    return p.parse_args(argv)
+    defaults = add_release_flag(p)
+    args = p.parse_args(argv)
+    return apply_release(args, defaults, emotion=args.emo_attr)   # -emo picks the release's K and N
 
 
 def test_ccc(args):

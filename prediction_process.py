@@ -1,119 +1,281 @@
-"""Predict arousal, dominance and valence for every WAV under a folder (SPEC §7).
+"""Predict arousal, dominance and valence for every audio file under a folder (SPEC §7).
 
-    python prediction_process.py --input WAV_DIR --output pred_result.csv -mt Temp-Triplet
+    python prediction_process.py --input AUDIO_DIR --output pred_result.csv -mt Temp-Triplet
+    python prediction_process.py --release v1.8-ssl --input AUDIO_DIR --output pred_result.csv
+    python prediction_process.py --input AUDIO_DIR --window 11 --plot plots/ --embeddings emb/
 
-Features as in feat_extract.py, normalised with NormTerm, chunked, run
-through the three attribute models of one temporal type. Writes a CSV with
-File_Name, Aro-Score, Dom-Score, Val-Score, one row per file in sorted walk
-order; files that cannot be read are listed with the reason in
+WAV, FLAC, OGG and MP3 files at any sample rate, mono or stereo. Features as in
+feat_extract.py, normalised with NormTerm, chunked, run through the three attribute
+models of one temporal type. Writes a CSV with File_Name, Aro-Score, Dom-Score,
+Val-Score, one row per file in sorted walk order; with --window, one row per window
+(File_Name, Start, End in seconds, then the scores), each window predicted as one
+turn. Files or windows that cannot be predicted are listed with the reason in
 `<output>_errors.csv` next to it.
 """
 import argparse
 import csv
+import math
 import os
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
-from utils import (DEFAULT_CLUSTERS, EMOTIONS, FRAMES_PER_CHUNK, UserError, add_model_args, at_least, atomic_path,
-                   chunk_turn, configure_backends, extract_features, feature_pool, load_norm_term,
-                   normalise_features, pick_device, progress, run_cli, seed_everything, use_bf16,
-                   use_channels_last, walk_audio)
+from model import EMBED_DIM, checkpoint_name, load_model, predict_batch, prepare_for_inference
+from release_flags import add_release_flag, apply_release
+from utils import (AUDIO_EXTENSIONS, CHUNKS_PER_TURN, DEFAULT_CLUSTERS, EMOTIONS, FRAMES_PER_CHUNK,
+                   UserError, add_model_args, at_least, atomic_path, chunk_turn, configure_backends,
+                   extract_features, feature_pool, is_whole_turn_chunked, load_norm_term,
+                   normalise_features, pick_device, progress, run_cli, seed_everything,
+                   short_turn_warning, use_bf16, use_channels_last, walk_audio)
+from windows import CHUNK_SECONDS, audio_seconds, read_windows, window_features
 
 # Data paths: edit these, or give them on the command line.
 INPUT_DIR = "./demo_corpus/Predict"
 OUTPUT_CSV = "./pred_result.csv"
 SCORE_COLUMNS = {"Act": "Aro-Score", "Dom": "Dom-Score", "Val": "Val-Score"}
-FILES_PER_BLOCK = 256
+TURNS_PER_BLOCK = 256            # files or windows whose features are held at once
+SAMPLES_PER_BLOCK = 2 ** 24      # and at most this many window samples (64 MiB as float32)
 INFERENCE_BATCH = 64
+SECONDS_DECIMALS = 3             # Start and End of a window: milliseconds
+# CHUNKS_PER_TURN chunks of 0.992 s: a longer file is summarised by chunks spread over it, not covered.
+LONG_RECORDING_SECONDS = 11.0
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", default=INPUT_DIR, help="folder searched recursively for .wav files")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                conflict_handler="resolve")
+    p.add_argument("--input", default=INPUT_DIR,
+                   help=f"folder searched recursively for audio files ({', '.join(AUDIO_EXTENSIONS)})")
     p.add_argument("--output", default=OUTPUT_CSV, help="the CSV to write")
     add_model_args(p, emotion=False, clusters=False)
     p.add_argument("-nc", "--num_clusters", type=cluster_counts, default=[DEFAULT_CLUSTERS] * 3,
                    help="clusters K of the models: one K, or Act,Dom,Val (e.g. 30,30,10 for the "
                         "authors' semi-supervised Temp-Trans release); default 10")
+    p.add_argument("-unlabel", "--unlabel_size", type=unlabel_counts, default=[0] * 3,
+                   help="unlabelled turns N the models were trained with: one N, or Act,Dom,Val "
+                        "(e.g. 100000,100000,15000 for the authors' semi-supervised release); "
+                        "default 0")
     p.add_argument("--workers", type=int, default=1, help="feature-extraction processes")
+    p.add_argument("--window", type=seconds("--window"), metavar="SECONDS",
+                   help="predict each window of SECONDS (at least one chunk, "
+                        f"{CHUNK_SECONDS:g} s) of every file as one turn: one row per window")
+    p.add_argument("--hop", type=seconds("--hop"), metavar="SECONDS",
+                   help="seconds between window starts (default: the window, no overlap)")
+    p.add_argument("--plot", metavar="DIR",
+                   help="with --window: one PNG per file of the three attributes over time")
+    p.add_argument("--embeddings", metavar="DIR",
+                   help="also write each row's 256-d turn embedding of each attribute model: "
+                        "DIR/embeddings_{Act,Dom,Val}.npy and DIR/index.csv")
+    defaults = add_release_flag(p)
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
-    return args
+    if args.window is not None and args.window < CHUNK_SECONDS:
+        p.error(f"--window must be at least one chunk ({FRAMES_PER_CHUNK} frames, {CHUNK_SECONDS:g} s), "
+                f"got {args.window:g}")
+    if args.window is None:
+        for flag, value in (("--hop", args.hop), ("--plot", args.plot)):
+            if value is not None:
+                p.error(f"{flag} needs --window")
+    elif args.hop is None:
+        args.hop = args.window
+    return apply_release(args, defaults)
 
 
-def cluster_counts(text):
-    """-nc: one K for all three models, or three comma-separated (Act,Dom,Val)."""
-    parts = text.split(",")
-    if len(parts) not in (1, len(EMOTIONS)):
-        raise argparse.ArgumentTypeError(f"-nc takes one K or three (Act,Dom,Val), got {text!r}")
-    ks = [at_least(2, "-nc")(part) for part in parts]
-    return ks * len(EMOTIONS) if len(ks) == 1 else ks
+def per_attribute(flag, symbol, minimum):
+    """An argparse type: one integer for all three models, or three comma-separated (Act,Dom,Val)."""
+    def parse(text):
+        parts = text.split(",")
+        if len(parts) not in (1, len(EMOTIONS)):
+            raise argparse.ArgumentTypeError(f"{flag} takes one {symbol} or three (Act,Dom,Val), "
+                                             f"got {text!r}")
+        values = [at_least(minimum, flag)(part) for part in parts]
+        return values * len(EMOTIONS) if len(values) == 1 else values
+    return parse
 
 
-def load_attribute_models(args, device, bf16):
+cluster_counts = per_attribute("-nc", "K", 2)
+unlabel_counts = per_attribute("-unlabel", "N", 0)
+
+
+def seconds(flag):
+    """An argparse type: a finite number of seconds greater than 0."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{flag} must be a number of seconds greater than 0, "
+                                             f"got {text!r}")
+        return value
+    return parse
+
+
+def load_attribute_models(args, device):
+    """The Act, Dom and Val models of the flags, ready for inference."""
     models = []
-    for emo, k in zip(EMOTIONS, args.num_clusters):
-        name = checkpoint_name(args.epochs, args.batch_size, k, emo, args.model_type,
-                               args.unlabel_size)
+    for emo, k, n in zip(EMOTIONS, args.num_clusters, args.unlabel_size):
+        name = checkpoint_name(args.epochs, args.batch_size, k, emo, args.model_type, n)
         model = load_model(os.path.join(args.model_dir, name), args.model_type, k)
         models.append(prepare_for_inference(model, device, use_channels_last(args.precision)))
     return models
 
 
-def safe_features(path):
-    """(features, None), or (None, reason) for a file that cannot be used: never raises."""
+# --- turns: whole files, or windows of them --------------------------------------------------------
+class Turn(NamedTuple):
+    """What is predicted as one turn: a whole file, or the window [start, end) seconds of it."""
+    path: str
+    start: float = None
+    end: float = None
+    last: bool = True           # the file's last turn
+
+    @property
+    def name(self):
+        return os.path.basename(self.path)
+
+    def describe(self, reason):
+        """A reason for the errors CSV, naming the window."""
+        if self.start is None:
+            return reason
+        return f"window {self.start:.{SECONDS_DECIMALS}f}–{self.end:.{SECONDS_DECIMALS}f} s: {reason}"
+
+
+def turn_sources(paths, window, hop, errors):
+    """(Turn, (path, samples, sample rate)) of every turn: whole files (read by the feature
+    workers), or each window of each file, read forward from disk. A file whose audio
+    cannot be read goes to `errors`."""
+    for path in paths:
+        if window is None:
+            yield Turn(path), (path, None, None)
+            continue
+        try:
+            for start, end, samples, rate, last in read_windows(path, window, hop):
+                yield Turn(path, start, end, last), (path, samples, rate)
+        except Exception as err:  # one bad file is reported, the others still predicted
+            errors.append((os.path.basename(path),
+                           f"unreadable audio ({type(err).__name__}: {str(err).strip() or 'no detail'})"))
+
+
+def turn_features(source):
+    """(features, None, seconds) of a file or window, or (None, reason, None): never raises."""
+    path, samples, rate = source
     try:
-        return extract_features(path), None
-    except Exception as err:  # one bad file is reported, the others still predicted
-        return None, str(err) or type(err).__name__
+        if samples is None:
+            return extract_features(path), None, audio_seconds(path)
+        return window_features(samples, rate), None, len(samples) / rate
+    except Exception as err:  # one bad file or window is reported, the others still predicted
+        return None, str(err) or type(err).__name__, None
 
 
-def predict_folder(wavs, models, norm, device, bf16, workers=1):
-    """(rows of File_Name + three scores, errors of File_Name + reason), in the order of `wavs`.
+def blocks(items):
+    """Lists of (Turn, source) holding at most TURNS_PER_BLOCK turns and, beyond the
+    first, SAMPLES_PER_BLOCK window samples."""
+    block, held = [], 0
+    for item in items:
+        samples = item[1][1]
+        size = 0 if samples is None else samples.size
+        if block and (len(block) == TURNS_PER_BLOCK or held + size > SAMPLES_PER_BLOCK):
+            yield block
+            block, held = [], 0
+        block.append(item)
+        held += size
+    if block:
+        yield block
 
-    Works through the files in blocks, so memory does not grow with the folder.
+
+# --- prediction --------------------------------------------------------------------------------------
+class Prediction(NamedTuple):
+    """What predict_folder returns (rows first, as before it returned (rows, errors))."""
+    rows: list                  # File_Name[, Start, End], Aro-Score, Dom-Score, Val-Score
+    errors: list                # File_Name, Reason
+    turns: list                 # the Turn of each row
+    embeddings: list            # per attribute model, (rows, 256) float32; None unless asked for
+    long_files: list            # (File_Name, seconds) of whole files longer than LONG_RECORDING_SECONDS
+
+
+def run_models(chunked, models, device, bf16, embeddings=False):
+    """Each model's normalised predictions (models × turns) for a list of chunked turns and,
+    with `embeddings`, their 256-d turn embeddings (models × turns × 256).
+
+    (11, 62, 128) turns go in batches; whole short turns, (11, T, 128) with T < 62, one at a time.
     """
-    rows, errors, short = [], [], []
+    full = [i for i, c in enumerate(chunked) if c.shape[1] == FRAMES_PER_CHUNK]
+    short = [i for i, c in enumerate(chunked) if c.shape[1] != FRAMES_PER_CHUNK]
+    groups = [full[i:i + INFERENCE_BATCH] for i in range(0, len(full), INFERENCE_BATCH)]
+    groups += [[i] for i in short]
+    scores = np.empty((len(models), len(chunked)), np.float32)
+    vectors = np.empty((len(models), len(chunked), EMBED_DIM), np.float32) if embeddings else None
+    for idx in groups:
+        batch = torch.from_numpy(np.stack([chunked[i] for i in idx]))
+        for m, out in enumerate(predict_batch(models, batch, device, bf16, embeddings)):
+            if embeddings:
+                scores[m, idx], vectors[m, idx] = out
+            else:
+                scores[m, idx] = out
+    return scores, vectors
+
+
+def score_rows(turns, scores, norm, windowed):
+    """CSV rows: File_Name[, Start, End] and the three scores mapped back to the label scale."""
+    denorm = [scores[m] * norm[f"{e}_std"] + norm[f"{e}_mean"] for m, e in enumerate(EMOTIONS)]
+    rows = []
+    for j, turn in enumerate(turns):
+        span = (round(turn.start, SECONDS_DECIMALS), round(turn.end, SECONDS_DECIMALS)) if windowed else ()
+        rows.append((turn.name,) + span + tuple(float(d[j]) for d in denorm))
+    return rows
+
+
+def predict_folder(paths, models, norm, device, bf16, workers=1, window=None, hop=None,
+                   embeddings=False):
+    """Predictions of every file (or, with `window`, every window of every file) in `paths`.
+
+    Works through the turns in blocks, so memory grows neither with the folder nor with
+    the length of a recording.
+    """
+    rows, errors, turns, long_files, whole, padded = [], [], [], [], [], []
+    vectors = [[] for _ in models]
     pool = feature_pool(workers) if workers > 1 else None
-    bar = progress(total=len(wavs), desc="predict", unit="file")
+    bar = progress(total=len(paths), desc="predict", unit="file")
     try:
-        for start in range(0, len(wavs), FILES_PER_BLOCK):
-            block = wavs[start:start + FILES_PER_BLOCK]
-            feats = pool.map(safe_features, block, chunksize=4) if pool else map(safe_features, block)
-            names, chunks = [], []
-            for wav, (feat, reason) in zip(block, feats):
+        for block in blocks(turn_sources(paths, window, hop, errors)):
+            sources = [source for _, source in block]
+            feats = pool.map(turn_features, sources, chunksize=4) if pool else map(turn_features, sources)
+            kept, chunked = [], []
+            for (turn, _), (feat, reason, duration) in zip(block, feats):
                 if feat is None:
-                    errors.append((os.path.basename(wav), reason))
+                    errors.append((turn.name, turn.describe(reason)))
                     continue
-                names.append(os.path.basename(wav))
                 if feat.shape[0] < FRAMES_PER_CHUNK:
-                    short.append(names[-1])
-                chunks.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"])))
-            scores = [[] for _ in EMOTIONS]
-            for i in range(0, len(chunks), INFERENCE_BATCH):
-                batch = torch.from_numpy(np.stack(chunks[i:i + INFERENCE_BATCH]))
-                for s, pred in zip(scores, predict_batch(models, batch, device, bf16)):
-                    s.append(pred)
-            if names:
-                denorm = [np.concatenate(s) * norm[f"{e}_std"] + norm[f"{e}_mean"]
-                          for s, e in zip(scores, EMOTIONS)]
-                rows += [(n,) + tuple(float(d[j]) for d in denorm) for j, n in enumerate(names)]
-            bar.update(len(block))
+                    (whole if is_whole_turn_chunked(feat.shape[0]) else padded).append(turn.name)
+                if window is None and duration > LONG_RECORDING_SECONDS:
+                    long_files.append((turn.name, duration))
+                kept.append(turn)
+                chunked.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"]),
+                                          whole_short_turns=True))
+            if kept:
+                scores, emb = run_models(chunked, models, device, bf16, embeddings)
+                rows += score_rows(kept, scores, norm, windowed=window is not None)
+                turns += kept
+                if embeddings:
+                    for m in range(len(models)):
+                        vectors[m].append(emb[m])
+            bar.update(sum(turn.last for turn, _ in block))
     finally:
         bar.close()
         if pool:
             pool.shutdown()
-    if short:
-        warnings.warn(f"{len(short)} file(s) shorter than {FRAMES_PER_CHUNK} frames were padded to "
-                      f"one chunk, e.g. {', '.join(short[:3])}", stacklevel=2)
-    return rows, errors
+    if whole or padded:   # with --window, only a file shorter than one chunk: its one window
+        warnings.warn(short_turn_warning(whole, padded, "file(s)"), stacklevel=2)
+    if embeddings:
+        vectors = [np.concatenate(v) if v else np.zeros((0, EMBED_DIM), np.float32) for v in vectors]
+    return Prediction(rows, errors, turns, vectors if embeddings else None, long_files)
 
 
+# --- outputs --------------------------------------------------------------------------------------------
 def write_csv(path, header, rows):
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
@@ -127,31 +289,92 @@ def error_report_path(output):
     return root + "_errors.csv"
 
 
+def write_embeddings(folder, result, windowed):
+    """DIR/embeddings_{Act,Dom,Val}.npy (rows × 256 float32) and DIR/index.csv, row i ↔ row i."""
+    for emo, vectors in zip(EMOTIONS, result.embeddings):
+        with atomic_path(os.path.join(folder, f"embeddings_{emo}.npy")) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, vectors.astype(np.float32))
+    header = ["row", "File_Name"] + (["Start", "End"] if windowed else [])
+    write_csv(os.path.join(folder, "index.csv"), header,
+              [(i,) + tuple(row[:3 if windowed else 1]) for i, row in enumerate(result.rows)])
+
+
+def write_plots(folder, result, title):
+    """One PNG per file (its base name + .png) of the windows' scores over time; returns the count."""
+    from emotion_plot import plot_over_time
+
+    by_file = {}
+    for turn, row in zip(result.turns, result.rows):
+        by_file.setdefault(turn.path, []).append(row)
+    used = {}
+    for path, rows in by_file.items():
+        name = os.path.basename(path)
+        used[name] = used.get(name, 0) + 1
+        png = name + (f"-{used[name]}" if used[name] > 1 else "") + ".png"   # same name, other folder
+        spans = [row[1:3] for row in rows]
+        scores = [row[3:] for row in rows]
+        plot_over_time(os.path.join(folder, png), spans, scores, f"{name}: {title}")
+    return len(by_file)
+
+
+def models_title(args):
+    """What made the predictions: the temporal type, and the release or the model folder."""
+    source = f"release {args.release}" if args.release else args.model_dir
+    return f"{args.model_type} models ({source})"
+
+
+def long_recording_warning(long_files):
+    """The summary's warning about files summarised as one turn although they are long."""
+    name, duration = max(long_files, key=lambda f: f[1])
+    return (f"warning: {len(long_files)} file(s) longer than {LONG_RECORDING_SECONDS:g} s were each "
+            f"summarised as one turn ({CHUNKS_PER_TURN} chunks of about 1 s spread over the file); "
+            f"the longest is {name} ({duration:.1f} s). For emotion over time use "
+            f"--window {LONG_RECORDING_SECONDS:g}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     seed_everything(0)
     if not os.path.isdir(args.input):
         raise UserError(f"input folder not found: {args.input}")
-    wavs, _ = walk_audio(args.input)
-    if not wavs:
-        raise UserError(f"no .wav files found under {args.input}")
+    paths, others = walk_audio(args.input)
+    if not paths:
+        raise UserError(f"no .wav files found under {args.input}, nor any other audio file "
+                        f"({', '.join(AUDIO_EXTENSIONS[1:])})")
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device, training=False)
     configure_backends(device, bf16)
     norm = load_norm_term(args.norm_dir)
-    models = load_attribute_models(args, device, bf16)
+    models = load_attribute_models(args, device)
     t0 = time.time()
-    rows, errors = predict_folder(wavs, models, norm, device, bf16, args.workers)
-    write_csv(args.output, ["File_Name"] + [SCORE_COLUMNS[e] for e in EMOTIONS], rows)
+    result = predict_folder(paths, models, norm, device, bf16, args.workers, args.window, args.hop,
+                            embeddings=bool(args.embeddings))
+    windowed = args.window is not None
+    header = ["File_Name"] + (["Start", "End"] if windowed else []) + [SCORE_COLUMNS[e] for e in EMOTIONS]
+    write_csv(args.output, header, result.rows)
     report = error_report_path(args.output)
-    if errors:
-        write_csv(report, ["File_Name", "Reason"], errors)
+    if result.errors:
+        write_csv(report, ["File_Name", "Reason"], result.errors)
     elif os.path.exists(report):
         os.remove(report)
-    print(f"{len(rows)} of {len(wavs)} file(s) predicted with {args.model_type} models "
+    predicted = len({turn.path for turn in result.turns})
+    what = f"{len(result.rows)} window(s) of {predicted}" if windowed else f"{predicted}"
+    print(f"{what} of {len(paths)} file(s) predicted with {models_title(args)} "
           f"in {time.time() - t0:.1f}s: {args.output}")
-    if errors:
-        print(f"{len(errors)} file(s) could not be read, listed with the reason in {report}")
+    if args.embeddings:
+        write_embeddings(args.embeddings, result, windowed)
+        print(f"turn embeddings ({len(result.rows)} row(s) × {EMBED_DIM} per attribute model): "
+              f"{args.embeddings}")
+    if args.plot:
+        print(f"{write_plots(args.plot, result, models_title(args))} plot(s): {args.plot}")
+    if others:
+        print(f"{len(others)} non-audio file(s) skipped")
+    if result.long_files:
+        print(long_recording_warning(result.long_files))
+    if result.errors:
+        what = "file(s) or window(s) could not be predicted" if windowed else "file(s) could not be read"
+        print(f"{len(result.errors)} {what}, listed with the reason in {report}")
         return 1
     return 0
 

@@ -1,0 +1,42 @@
+"""--plot: arousal, dominance and valence of one recording over time, as a PNG."""
+import numpy as np
+
+from utils import EMOTIONS, atomic_path
+
+ATTRIBUTE_NAMES = {"Act": "arousal", "Dom": "dominance", "Val": "valence"}
+RATING_SCALE = (1.0, 7.0)   # the MSP-Podcast attribute scale the scores are mapped back to
+FIGURE_INCHES = (9.0, 3.6)
+DPI = 110
+
+
+def plot_over_time(path, spans, scores, title):
+    """Write a PNG of the three attributes over time.
+
+    `spans` (windows × 2) are the windows' start and end in seconds, `scores`
+    (windows × 3) their Act, Dom, Val scores. Each window is drawn as a bar over its
+    span, and a line joins the window centres (windows may overlap).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    spans, scores = np.asarray(spans, float), np.asarray(scores, float)
+    fig = Figure(figsize=FIGURE_INCHES)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    centres = spans.mean(axis=1)
+    for col, emo in enumerate(EMOTIONS):
+        line, = ax.plot(centres, scores[:, col], marker="o", markersize=3, linewidth=1.2,
+                        label=ATTRIBUTE_NAMES[emo])
+        ax.hlines(scores[:, col], spans[:, 0], spans[:, 1], colors=line.get_color(), alpha=0.35,
+                  linewidth=3)
+    low, high = RATING_SCALE
+    ax.set_ylim(min(low, scores.min()) - 0.2, max(high, scores.max()) + 0.2)
+    ax.set_xlim(0, max(spans[:, 1].max(), 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("score (1–7 rating scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8, ncol=3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)

@@ -1,0 +1,80 @@
+"""--release NAME for prediction_process.py and online_testing.py: the authors' released
+models (fetched by fetch_models.py) with the settings their file names encode.
+
+The flags a release sets get no argparse default: left out, they take the release's
+value with --release and their usual default without. Given explicitly, they must
+agree with the release.
+"""
+import os
+
+import fetch_models
+from utils import EMOTIONS, UserError
+
+# dest → the flag that sets it, for the flags a release decides.
+RELEASE_FLAGS = {"epochs": "-ep", "batch_size": "-batch", "num_clusters": "-nc",
+                 "unlabel_size": "-unlabel", "model_type": "-mt", "model_dir": "--model-dir",
+                 "norm_dir": "--norm-dir"}
+
+
+def add_release_flag(parser):
+    """Add --release and defer the defaults of the flags it sets; returns those defaults
+    (pass them to apply_release after parsing)."""
+    parser.add_argument("--release", metavar="NAME", choices=sorted(fetch_models.RELEASES),
+                        help="use the authors' released models NAME (" + ", ".join(fetch_models.RELEASES)
+                             + "), fetched with `python fetch_models.py NAME`: sets the model and "
+                               "NormTerm folders, -ep, -batch, -nc, -unlabel (and -mt when the "
+                               "release has one type)")
+    defaults = {dest: parser.get_default(dest) for dest in RELEASE_FLAGS}
+    parser.set_defaults(**{dest: None for dest in RELEASE_FLAGS})
+    return defaults
+
+
+def apply_release(args, defaults, emotion=None):
+    """Fill in the flags left out: from --release if given, else `defaults`.
+
+    With `emotion` (online_testing.py), -nc and -unlabel are that attribute's K and N;
+    without (prediction), lists of the three (Act, Dom, Val). A flag given explicitly
+    that disagrees with the release, or a release not fetched, is a UserError.
+    """
+    given = {dest for dest in RELEASE_FLAGS if getattr(args, dest) is not None}
+    values = defaults
+    if args.release:
+        values = release_settings(args.release, args.model_type or defaults["model_type"], emotion)
+        for dest in sorted(given, key=list(RELEASE_FLAGS).index):
+            if not same_setting(dest, getattr(args, dest), values[dest]):
+                flag = RELEASE_FLAGS[dest]
+                raise UserError(f"{flag} {shown(getattr(args, dest))} contradicts --release "
+                                f"{args.release}, which sets {flag} {shown(values[dest])}: leave "
+                                f"{flag} out, or leave out --release")
+        root = fetch_models.RELEASED_DIR
+        fetch_models.check_release(args.release, values["model_type"], root)
+    for dest in set(RELEASE_FLAGS) - given:
+        setattr(args, dest, values[dest])
+    return args
+
+
+def release_settings(name, default_type, emotion=None):
+    """The value of every flag in RELEASE_FLAGS for the release `name`."""
+    release = fetch_models.RELEASES[name]
+    model_dir, norm_dir = fetch_models.release_dirs(name, fetch_models.RELEASED_DIR)
+    types = release.temporal_types
+    if emotion:
+        clusters, unlabel = release.clusters[emotion], release.unlabel[emotion]
+    else:
+        clusters = [release.clusters[e] for e in EMOTIONS]
+        unlabel = [release.unlabel[e] for e in EMOTIONS]
+    return {"epochs": release.epochs, "batch_size": release.batch, "num_clusters": clusters,
+            "unlabel_size": unlabel, "model_dir": model_dir, "norm_dir": norm_dir,
+            "model_type": types[0] if len(types) == 1 else default_type}
+
+
+def same_setting(dest, given, implied):
+    """Whether a flag's given value is the release's (folders compared as absolute paths)."""
+    if dest in ("model_dir", "norm_dir"):
+        return os.path.abspath(given) == os.path.abspath(implied)
+    return given == implied
+
+
+def shown(value):
+    """A flag value as it is typed: 30,30,10 for a list."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
