@@ -19,12 +19,13 @@ import torch.nn.functional as F
 
 from clustering import nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
-from model import (build_model, canonical_state_dict, checkpoint_name, read_checkpoint,
-                   released_state_dict, triplet_indices, triplet_loss, ARCH)
-from utils import (CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, atomic_path, autocast,
-                   ccc_loss, configure_backends, load_norm_term, pick_device, progress, run_cli,
-                   save_json, save_torch, seed_everything, sentence_uniform_sample, use_bf16,
-                   use_channels_last, validation_split)
+from model import (ARCH, build_model, canonical_state_dict, checkpoint_name, evaluation_copy,
+                   read_checkpoint, released_state_dict, triplet_indices, triplet_loss)
+from utils import (CHUNKS_PER_TURN, COMPILE_MIN_BATCHES, COMPILE_MODES, TRAIN_SPLIT, UserError,
+                   add_model_args, atomic_path, autocast, ccc_loss, configure_backends,
+                   load_norm_term, pick_device, progress, run_cli, save_json, save_torch,
+                   seed_everything, sentence_uniform_sample, use_bf16, use_channels_last,
+                   use_compile, validation_split)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"
@@ -50,6 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--cache-dtype", choices=CACHE_DTYPES, default="float32",
                    help="float16 halves the cache (the features are clipped to ±3)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="numpy, torch and k-means seed")
+    p.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                   help="compile the encoder with torch.compile for training: auto (default) "
+                        f"on the CPU fast path for runs of at least {COMPILE_MIN_BATCHES} full "
+                        "batches when a C++ compiler is present; on; off")
     p.add_argument("--val-split", default="auto",
                    help="validation split: auto (default) takes Validation (v1.8) if the labels "
                         "file has it, else Development (v1.11 and later)")
@@ -93,7 +98,7 @@ class Run:
 @torch.no_grad()
 def compute_chunk_features(model, cache, batch_size, device, bf16, desc="features"):
     """The cluster output (256-d, head off) of every chunk of every turn, in corpus order."""
-    model.eval()
+    model = evaluation_copy(model)
     out = np.empty((len(cache) * CHUNKS_PER_TURN, model.classifier[0].out_features), np.float32)
     for idx, chunks in progress(batches(cache, np.arange(len(cache)), batch_size),
                                 desc=desc, total=-(-len(cache) // batch_size), leave=False):
@@ -169,7 +174,7 @@ def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, dev
 @torch.no_grad()
 def validate(model, data, batch_size, device, bf16, rng):
     """Mean over batches (random order, B whole turns) of the chunk-level CCC loss."""
-    model.eval()
+    model = evaluation_copy(model)
     order = rng.permutation(len(data))
     losses = []
     for _, chunks, y in progress(batches(data.cache, order, batch_size, data.norm_labels),
@@ -298,6 +303,12 @@ def train(args):
     if use_channels_last(args.precision):
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
+    compiled = use_compile(args.compile, device, args.precision,
+                           args.epochs * (len(train_set) // args.batch_size))
+    if compiled:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(os.path.join(args.cache_dir,
+                                                                                       "inductor")))
+        model.compile_encoder(args.batch_size)
     model.remove_cluster_head()
     optimizers = make_optimizers(model)
     history = {"train_loss": [], "unsup_loss": [], "val_loss": [], "nmi": [], "seconds": []}
@@ -309,7 +320,7 @@ def train(args):
     print(f"training {args.model_type} for {args.emo_attr}: {len(train_set)} Train, {len(val_set)} "
           f"{val_split} turns, {args.num_clusters} clusters, {args.epochs} epochs, batch {args.batch_size}"
           f"{', ' + str(args.unlabel_size) + ' unlabelled turns' if unlabelled else ''}, on {device}"
-          f"{' (bf16)' if bf16 else ' (fp32)'}")
+          f"{' (bf16' if bf16 else ' (fp32'}{', compiled encoder)' if compiled else ')'}")
     for epoch in range(start, args.epochs):
         t0 = time.time()
         unsup_loss = None

@@ -6,6 +6,7 @@ heads: the cluster head (`classifier`, `top_layer_class`) and the regression
 head (`emo_regressor`, `top_layer_attri`). Module names are those of the
 authors' released checkpoints, so their state dicts load unchanged.
 """
+import copy
 import math
 import os
 import pickle
@@ -111,6 +112,35 @@ class TempDeepEmoCluster(nn.Module):
         top.bias.data.zero_()
         self.top_layer_class = top
 
+    # --- the compiled encoder (training on the fast path) ---------------------------
+    def compile_encoder(self, batch_turns):
+        """Run `cnn_features` through torch.compile for training batches of `batch_turns`
+        turns: one graph with BatchNorm and ReLU fused into fewer passes over the feature
+        maps. A smaller last batch and evaluation mode run eagerly, so there is one
+        compilation. Not a registered submodule: checkpoints and copies never see it."""
+        compiled = torch.compile(self.cnn_features, dynamic=False)
+        object.__setattr__(self, "_compiled_encoder", (batch_turns * CHUNKS_PER_TURN, compiled))
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_compiled_encoder", None)
+        return state
+
+    def encode(self, x):
+        """The seven conv blocks, compiled where compile_encoder set that up."""
+        compiled = self.__dict__.get("_compiled_encoder")
+        if compiled is not None and self.training and x.shape[0] == compiled[0]:
+            try:
+                return compiled[1](x)
+            except Exception as err:  # no working C++ compiler, or an unsupported setup
+                import warnings
+
+                warnings.warn(f"torch.compile of the encoder failed ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); running eagerly",
+                              stacklevel=2)
+                del self.__dict__["_compiled_encoder"]
+        return self.cnn_features(x)
+
     # --- forward ------------------------------------------------------------------
     def embed_chunks(self, chunks):
         """(turns, 11, 62, 128) → chunk embeddings (turns, 11, 256), the output of `cnn_out`.
@@ -121,7 +151,7 @@ class TempDeepEmoCluster(nn.Module):
         x = chunks.reshape(turns * CHUNKS_PER_TURN, 1, frames, N_MELS)
         if self.cnn_features[3].weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.cnn_features(x)
+        x = self.encode(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = self.cnn_out(x.float().flatten(1))
         return x.reshape(turns, CHUNKS_PER_TURN, -1)
@@ -381,6 +411,24 @@ def fold_batchnorm(model):
         layers[i] = nn.Identity()
     model.cnn_features = nn.Sequential(*layers)
     return model
+
+
+def on_fast_path(model):
+    """Whether the model was set up for the fast path (channels-last convolutions), not
+    for the original numerics exactly (--precision fp32)."""
+    return model.cnn_features[3].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def evaluation_copy(model):
+    """The model for an evaluation-mode pass inside training (k-means features, validation).
+
+    On the fast path, a copy with BatchNorm folded into the convolutions: equal to
+    evaluation-mode BatchNorm to float rounding, one pass less over every feature map.
+    With the original numerics (--precision fp32), the model itself in evaluation mode.
+    """
+    if not on_fast_path(model):
+        return model.eval()
+    return fold_batchnorm(copy.deepcopy(model).eval()).to(memory_format=torch.channels_last)
 
 
 def prepare_for_inference(model, device, fast):

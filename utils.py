@@ -497,6 +497,34 @@ def use_bf16(precision, device, training=True):
     return cpu_has_native_bf16()
 
 
+COMPILE_MODES = ("auto", "on", "off")
+COMPILE_MIN_BATCHES = 50
+
+
+def cxx_compiler():
+    """The C++ compiler torch.compile would use on the CPU, or None."""
+    import shutil
+
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def use_compile(mode, device, precision, full_batches):
+    """Whether training compiles the encoder (torch.compile, README Performance).
+
+    'on' and 'off' as asked. 'auto' where it pays: on the CPU fast path (not
+    --precision fp32, the original numerics exactly) with a C++ compiler, for a run
+    of at least COMPILE_MIN_BATCHES full batches, since compiling costs tens of
+    seconds once per process (less when its on-disk cache is warm).
+    """
+    if mode != "auto":
+        return mode == "on"
+    return (device.type == "cpu" and precision != "fp32" and cxx_compiler() is not None
+            and full_batches >= COMPILE_MIN_BATCHES)
+
+
 def configure_backends(device, bf16):
     """cuDNN autotuning on CUDA; no TF32 unless bf16 was chosen, so fp32 stays fp32 on
     Ampere and later GPUs (released checkpoints then reproduce to float precision)."""
