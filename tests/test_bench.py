@@ -1,0 +1,126 @@
+"""bench.py's own pieces (CPU, no timing assertions): the synthetic scale corpus, the CPU
+capability in the header and JSON, and the accounting of an epoch's stages."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import bench
+from conftest import ROOT
+from dataloader import LabelledTurns
+from utils import (EMOTIONS, FEATURE_VAR, N_MELS, cpu_capability, cpu_flags, feature_paths, load_mat,
+                   read_labels, validation_split)
+
+
+def test_synthetic_scale_corpus_has_plausible_mat_files_and_readable_labels(tmp_path):
+    labels, feats, rows = bench.write_scale_corpus(str(tmp_path), 12, 4, "synthetic", seed=3, every=0)
+    mats = sorted(os.listdir(feats))
+    assert len(mats) == 16 and all(m.endswith(".mat") for m in mats)
+    for name in mats:
+        x = load_mat(os.path.join(feats, name), FEATURE_VAR)
+        assert x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == N_MELS
+        assert bench.SYNTH_FRAMES[0] <= x.shape[0] <= bench.SYNTH_FRAMES[1]
+        assert np.isfinite(x).all() and (x > 0).all()
+    assert bench.SYNTH_FRAMES == (172, 688)          # 2.75 s and 11 s, hop 256 at 16 kHz
+    stems, values = read_labels(labels, "Train", EMOTIONS)
+    assert len(stems) == 12 and len(feature_paths(feats, stems)) == 12
+    for emo in EMOTIONS:
+        assert ((1 <= values[emo]) & (values[emo] <= 7)).all()
+    assert validation_split(labels) == "Development"
+    assert len(read_labels(labels, "Development", EMOTIONS)[0]) == 4
+    # The same seed writes the same features.
+    again, feats2, _ = bench.write_scale_corpus(str(tmp_path / "again"), 1, 1, "synthetic", seed=3, every=0)
+    assert np.array_equal(load_mat(os.path.join(feats, mats[0]), FEATURE_VAR),
+                          load_mat(os.path.join(feats2, mats[0]), FEATURE_VAR))
+    # A subset for the smaller scale run.
+    small = bench.subset_labels(rows, str(tmp_path / "small.csv"), 3, 1)
+    assert len(read_labels(small, "Train")[0]) == 3 and len(read_labels(small, "Development")[0]) == 1
+
+
+def test_scale_sizes_and_development_share():
+    assert bench.scale_sizes(20000, 4, 10) == [5000, 20000]
+    assert bench.scale_sizes(8, 4, 10) == [2, 8]               # 2 turns = 22 chunks >= K
+    assert bench.scale_sizes(5, 1, 10) == [5]
+    assert bench.dev_turns(bench.V112_TRAIN) == bench.V112_DEVELOPMENT
+    assert bench.cache_turn_bytes("float32") == 11 * 62 * 128 * 4
+    assert bench.cache_turn_bytes("float16") == 11 * 62 * 128 * 2
+
+
+def test_cpu_capability_in_header_and_json_under_an_environment_cap(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    info = bench.machine_info(torch.device("cpu"), probe=False)
+    assert info["cpu_capability"] == cpu_capability()
+    assert info["cpu_isa_environment"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    line = "\n".join(bench.header_lines(info, None))
+    assert f"cpu     : {info['cpu_capability']}" in line
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in line
+    if "avx2" in cpu_flags():
+        assert info["cpu_capability"] == "AVX2" and not info["cpu_native_bf16"]
+        if info["cpu_capability_native"] != "AVX2":
+            assert "capped by the environment" in line
+    json.dumps(info)          # what --json writes
+
+
+@pytest.mark.skipif("avx2" not in cpu_flags(), reason="needs an x86 CPU with AVX2")
+def test_cpu_isa_avx2_reruns_with_the_libraries_capped(tmp_path):
+    out = tmp_path / "info.json"
+    env = {k: v for k, v in os.environ.items() if k not in bench.CAP_VARIABLES}
+    proc = subprocess.run([sys.executable, "bench.py", "--info-only", "--cpu-isa", "avx2", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    machine = result["machine"]
+    assert machine["cpu_capability"] == "AVX2" and machine["cpu_isa_emulation"] == "avx2"
+    assert machine["aten_cpu_capability"] == "AVX2"
+    assert machine["cpu_isa_environment"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    if machine["onednn_isa"] is not None:
+        assert "AVX2" in machine["onednn_isa"] and "512" not in machine["onednn_isa"]
+    assert "AVX2, EMULATED (--cpu-isa avx2)" in proc.stdout
+    assert any("EMULATED" in line for line in result["header"])
+
+
+def test_epoch_accounting_extrapolates_training_and_sums_to_the_total():
+    seconds = {"chunk features": 2.0, "k-means": 0.5, "sampling": 0.01, "training": 3.0, "validation": 1.0}
+    acc = bench.epoch_accounting(seconds, drawn=100, trained=25)
+    assert acc["limited"] and acc["training_factor"] == 4.0
+    assert acc["stages"]["training"] == pytest.approx(12.0)
+    assert acc["total"] == pytest.approx(sum(acc["stages"].values()))
+    assert acc["measured_total"] == pytest.approx(sum(seconds.values()))
+    whole = bench.epoch_accounting(seconds, drawn=100, trained=100)
+    assert not whole["limited"] and whole["total"] == pytest.approx(whole["measured_total"])
+    med = bench.median_epoch([acc, bench.epoch_accounting(dict(seconds, training=5.0), 100, 25)])
+    assert med["total"] == pytest.approx(sum(med["stages"].values()))
+
+
+def test_a_real_epoch_of_both_designs_is_accounted_stage_by_stage(tmp_path):
+    labels, feats, _ = bench.write_scale_corpus(str(tmp_path), 5, 2, "synthetic", seed=1, every=0)
+    norm = bench.make_norm_term(labels, feats, str(tmp_path / "NormTerm"))
+    cache = str(tmp_path / "cache")
+    train = LabelledTurns("Train", labels, feats, norm, bench.EMOTION, cache)
+    val = LabelledTurns("Development", labels, feats, norm, bench.EMOTION, cache)
+    device = torch.device("cpu")
+    fast, base = bench.model_pair("Temp-Triplet", 10, device, True, 0)
+    reader = bench.PerChunkReader(feature_paths(feats, train.stems), norm["feat_mean"], norm["feat_std"])
+    val_reader = bench.PerChunkReader(feature_paths(feats, val.stems), norm["feat_mean"], norm["feat_std"])
+
+    class Args:
+        model_type, num_clusters, batch, repeats, train_batches = "Temp-Triplet", 10, 2, 1, 1
+    epochs, designs = bench.bench_epochs(fast, base, train, val, reader, val_reader, Args, device, False)
+    for name in ("fast", "base"):
+        e = epochs[name]
+        assert set(e["stages"]) == set(bench.EPOCH_STAGES)
+        assert e["drawn"] == 5 and e["trained"] == 2 and e["limited"]
+        assert e["total"] == pytest.approx(sum(e["stages"].values()))
+        assert e["stages"]["training"] == pytest.approx(e["measured"]["training"] * 5 / 2)
+        assert np.isfinite(designs[name]["last"]["train_loss"]) and np.isfinite(designs[name]["last"]["val_loss"])
+    rows = bench.epoch_rows(epochs, 5, 2, 55, Args, ("fp32", "fp32"))
+    epoch_row = next(r for r in rows if r["measurement"].startswith("ONE TRAINING EPOCH"))
+    assert "extrapolated" in epoch_row["measurement"] and "TRAINING LIMITED" in epoch_row["note"]
+    assert epoch_row["value"] == pytest.approx(sum(r["value"] for r in rows if "epoch stage" in r["measurement"]))
+    assert all(r["precision"] == "fp32" for r in rows)
+    assert "precision" in bench.table_lines(rows)[0]
