@@ -1,4 +1,4 @@
-"""k-means pseudo-labels (SPEC §6 steps 3, 4 and 8) with faiss."""
+"""k-means pseudo-labels (method §6 steps 3, 4 and 8) with faiss."""
 import numpy as np
 
 KMEANS_ITERATIONS = 20

@@ -1,7 +1,7 @@
 """The labelled dataset: turns of one split, normalised and chunked once per run.
 
-Each turn's features are read from disk once, normalised (SPEC §3), cut into
-11 chunks (SPEC §4) and written to an on-disk chunk cache. Training then reads
+Each turn's features are read from disk once, normalised (method §3), cut into
+11 chunks (method §4) and written to an on-disk chunk cache. Training then reads
 whole turns from the cache by offset, so resident memory does not grow with
 the size of the corpus, and a second run with the same inputs reuses it.
 """
@@ -76,7 +76,7 @@ class ChunkCache:
 
     def read_unpadded(self, i):
         """Turn `i` as (1, 11, T, 128) without the padding, for a turn the original chunks
-        whole (53–61 frames, SPEC §4): the padding only appended zero frames."""
+        whole (53–61 frames, method §4): the padding only appended zero frames."""
         return self.read([i])[:, :, :self.meta["frames"][i]]
 
     def __del__(self):

@@ -1,4 +1,4 @@
-"""Extract the 128-band mel power spectrogram of every WAV under a folder (SPEC §3).
+"""Extract the 128-band mel power spectrogram of every WAV under a folder (method §3).
 
     python feat_extract.py --input AUDIO_DIR --output FEATURE_DIR [--workers 2]
 

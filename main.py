@@ -1,4 +1,4 @@
-"""Train Temporal-Enhanced DeepEmoCluster for one attribute (SPEC §6).
+"""Train Temporal-Enhanced DeepEmoCluster for one attribute (method §6).
 
     python main.py -ep 30 -batch 64 -emo Val -nc 10 -mt Temp-Triplet
 
@@ -94,7 +94,7 @@ class Run:
                         "train into another folder")
 
 
-# --- SPEC §6 step 2 ------------------------------------------------------------------
+# --- method §6 step 2 ------------------------------------------------------------------
 @torch.no_grad()
 def compute_chunk_features(model, cache, batch_size, device, bf16, desc="features"):
     """The cluster output (256-d, head off) of every chunk of every turn, in corpus order."""
@@ -108,7 +108,7 @@ def compute_chunk_features(model, cache, batch_size, device, bf16, desc="feature
     return out
 
 
-# --- SPEC §6 steps 3–4 -------------------------------------------------------------
+# --- method §6 steps 3–4 -------------------------------------------------------------
 def cluster_chunks(features, n_clusters, rng):
     """k-means with a new random seed each epoch; each chunk's cluster is its pseudo-label."""
     seed = int(rng.integers(0, 2**31 - 1))
@@ -116,7 +116,7 @@ def cluster_chunks(features, n_clusters, rng):
     return assignment
 
 
-# --- SPEC §6 step 7 ------------------------------------------------------------------
+# --- method §6 step 7 ------------------------------------------------------------------
 def make_optimizers(model):
     """SGD and Adam over the model's parameters, made once while the cluster head is off."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -170,7 +170,7 @@ def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, dev
     return total / max(n, 1)
 
 
-# --- SPEC §6 step 9 ------------------------------------------------------------------
+# --- method §6 step 9 ------------------------------------------------------------------
 @torch.no_grad()
 def validate(model, data, batch_size, device, bf16, rng):
     """Mean over batches (random order, B whole turns) of the chunk-level CCC loss."""
@@ -185,7 +185,7 @@ def validate(model, data, batch_size, device, bf16, rng):
     return float(np.mean(losses))
 
 
-# --- SPEC §6 step 10 -----------------------------------------------------------------
+# --- method §6 step 10 -----------------------------------------------------------------
 def saved_epoch(history):
     """The epoch (1-based) whose checkpoint was kept: the first with the lowest validation loss."""
     return int(np.argmin(history["val_loss"])) + 1
@@ -250,7 +250,7 @@ UNLABELLED_SUBSET_SEED = 99
 
 
 def unlabelled_subset(n_pool, n):
-    """Indices of the N unlabelled turns, as the authors' release chooses them (SPEC §6):
+    """Indices of the N unlabelled turns, as the authors' release chooses them (method §6):
     the first N after shuffling the sorted pool's indices with numpy's legacy generator
     seeded with 99. The same N in every run; the run's own random streams are not touched."""
     indices = np.arange(n_pool)
@@ -370,7 +370,7 @@ def unsupervised_stage(model, pool, optimizers, args, device, bf16, rng, triplet
     assignment = cluster_chunks(feats, args.num_clusters, rng)
     drawn = sentence_uniform_sample(assignment, args.num_clusters, rng)
     model.restore_cluster_head()
-    sgd = optimizers[0]   # the authors' release: Adam does not step in this stage (SPEC §6)
+    sgd = optimizers[0]   # the authors' release: Adam does not step in this stage (method §6)
     return train_one_epoch(model, pool, drawn, assignment, [sgd], args.batch_size, device,
                            bf16, None, triplet_gen, epoch, desc=f"epoch {epoch + 1} unlabelled")
 

@@ -15,7 +15,7 @@ Layout written under --out (the default, --release v1.8):
     Unlabeled/UNLABELED_{speaker:04d}_{turn:04d}.wav   unlabelled, new speakers
     demo_corpus.json                                   marks the folder as ours
 
-With --release v1.12 (the layout of the releases distributed today, SPEC §2)
+With --release v1.12 (the layout of the releases distributed today, method §2)
 the labels file is Labels/labels_consensus.csv and its splits are Train,
 Development, Test1, Test2 and Test3; Test3 turns have audio in Audios/ and a
 row with empty EmoClass/EmoAct/EmoVal/EmoDom cells and SpkrID `Unknown`.
@@ -61,7 +61,7 @@ CSV_COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom",
 AUDIO_DIR = "Audios"                   # the real v1.8 named it Audio/; the demo always used Audios/
 LABEL_DIR = "Labels"
 LABEL_FILE = "labels_concensus.csv"    # the corpus's own spelling
-# Releases (SPEC §2): labels file name, splits in the order speakers are numbered,
+# Releases (method §2): labels file name, splits in the order speakers are numbered,
 # and the split that --validation counts.
 DEFAULT_RELEASE = "v1.8"
 RELEASES = {

@@ -1,4 +1,4 @@
-"""Temporal-Enhanced DeepEmoCluster model (SPEC §5).
+"""Temporal-Enhanced DeepEmoCluster model (method §5).
 
 One chunk encoder ("vgg16": seven conv blocks and `cnn_out`), one of four
 temporal models over the 11 chunk embeddings of a turn, and two per-chunk
@@ -83,7 +83,7 @@ class TempDeepEmoCluster(nn.Module):
         return seq
 
     def initialize_weights(self):
-        """SPEC §5: conv N(0, √(2/(k·k·out))), BatchNorm 1/0, every Linear N(0, 0.01), biases 0."""
+        """method §5: conv N(0, √(2/(k·k·out))), BatchNorm 1/0, every Linear N(0, 0.01), biases 0."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -97,7 +97,7 @@ class TempDeepEmoCluster(nn.Module):
                 m.weight.data.normal_(0, 0.01)
                 m.bias.data.zero_()
 
-    # --- SPEC §6 steps 1 and 6: the cluster head off and back on -------------
+    # --- method §6 steps 1 and 6: the cluster head off and back on -------------
     def remove_cluster_head(self):
         """Drop `top_layer_class` and the classifier's ReLU: cluster output = 256-d Linear."""
         self.top_layer_class = None
@@ -145,7 +145,7 @@ class TempDeepEmoCluster(nn.Module):
     def embed_chunks(self, chunks):
         """(turns, 11, 62, 128) → chunk embeddings (turns, 11, 256), the output of `cnn_out`.
 
-        Chunks of 53–61 frames (whole short turns in testing, SPEC §4) also end at 2 × 4.
+        Chunks of 53–61 frames (whole short turns in testing, method §4) also end at 2 × 4.
         """
         turns, _, frames, _ = chunks.shape
         x = chunks.reshape(turns * CHUNKS_PER_TURN, 1, frames, N_MELS)
@@ -260,7 +260,7 @@ def build_model(temporal_type, n_clusters):
 
 
 def triplet_indices(generator):
-    """SPEC §5 Temp-Triplet: 10 (anchor, positive, negative) chunk-index triples.
+    """method §5 Temp-Triplet: 10 (anchor, positive, negative) chunk-index triples.
 
     Positive: within 2 chunks of the anchor (not itself); negative: any other chunk.
     """

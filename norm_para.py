@@ -1,4 +1,4 @@
-"""Compute the normalisation terms ("NormTerm", SPEC §3) from the Train split.
+"""Compute the normalisation terms ("NormTerm", method §3) from the Train split.
 
     python norm_para.py --labels labels_concensus.csv --features FEATURE_DIR --norm-dir ./NormTerm
 

@@ -1,4 +1,4 @@
-"""Test a trained model: Test1 (or --split) CCC of the checkpoint that matches the flags (SPEC §7).
+"""Test a trained model: Test1 (or --split) CCC of the checkpoint that matches the flags (method §7).
 
     python online_testing.py -ep 30 -batch 64 -emo Val -nc 10 -mt Temp-Triplet
 
@@ -61,7 +61,7 @@ def test_ccc(args):
     for idx, chunks in progress(batches(data.cache, order, TEST_BATCH), desc=args.split,
                                 total=-(-len(order) // TEST_BATCH), leave=False):
         pred[idx] = predict_batch([model], chunks, device, bf16)[0]
-    for i in data.whole_turns:   # 53–61 frames: every chunk the whole turn (SPEC §4)
+    for i in data.whole_turns:   # 53–61 frames: every chunk the whole turn (method §4)
         chunks = torch.from_numpy(data.cache.read_unpadded(i))
         pred[i] = predict_batch([model], chunks, device, bf16)[0][0]
     pred = pred * data.label_std + data.label_mean

@@ -1,4 +1,4 @@
-"""Predict arousal, dominance and valence for every audio file under a folder (SPEC §7).
+"""Predict arousal, dominance and valence for every audio file under a folder (method §7).
 
     python prediction_process.py --input AUDIO_DIR --output pred_result.csv -mt Temp-Triplet
     python prediction_process.py --release v1.8-ssl --input AUDIO_DIR --output pred_result.csv

@@ -1,5 +1,5 @@
 """Reproduce the paper's comparison in one command: train and test every cell of a grid
-over several seeds, then tabulate and compare (SPEC §8).
+over several seeds, then tabulate and compare (method §8).
 
     python reproduce.py -mt Temp-GRU,Temp-CNN,Temp-Trans,Temp-Triplet -emo Act,Dom,Val \\
         -nc 10 --seeds 31,32,33 -ep 30 -batch 64 --features F --labels L --out sweep

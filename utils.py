@@ -1,7 +1,7 @@
 """Shared pieces of the method: constants, features, normalisation, chunking,
 CCC metric and loss, sentence-level uniform sampling, safe file writing.
 
-Every number here is from SPEC.md and is defined once.
+Every number here is from docs/method.md and is defined once.
 """
 import csv
 import functools
@@ -16,7 +16,7 @@ import numpy as np
 import scipy.io
 import torch
 
-# --- SPEC §3: features ---------------------------------------------------
+# --- method §3: features ---------------------------------------------------
 SAMPLE_RATE = 16000
 N_FFT = 512
 HOP_LENGTH = 256
@@ -25,12 +25,12 @@ FEATURE_VAR = "Audio_data"
 NORM_VAR = "normal_para"
 CLIP_VALUE = 3.0
 
-# --- SPEC §4: chunking -----------------------------------------------------
+# --- method §4: chunking -----------------------------------------------------
 FRAMES_PER_CHUNK = 62
 CHUNKS_PER_TURN = 11
 SHORTEST_WHOLE_TURN = 53     # int((53 − 62) / 10) == 0; at 52 frames the step is negative
 
-# --- SPEC §2: corpus ---------------------------------------------------------
+# --- method §2: corpus ---------------------------------------------------------
 EMOTIONS = ("Act", "Dom", "Val")
 LABEL_COLUMN = {"Act": "EmoAct", "Dom": "EmoDom", "Val": "EmoVal"}
 TRAIN_SPLIT = "Train"
@@ -38,7 +38,7 @@ VALIDATION_SPLITS = ("Validation", "Development")   # v1.8; v1.11 and later
 TEST_SPLIT = "Test1"
 TEMPORAL_TYPES = ("Temp-GRU", "Temp-CNN", "Temp-Trans", "Temp-Triplet")
 
-# --- Defaults of the original (SPEC §6) ---------------------------------------
+# --- Defaults of the original (method §6) ---------------------------------------
 DEFAULT_EPOCHS = 30
 DEFAULT_BATCH = 64
 DEFAULT_CLUSTERS = 10
@@ -115,7 +115,7 @@ def save_torch(path, obj):
             torch.save(obj, f)
 
 
-# --- SPEC §3: mel spectrogram -----------------------------------------------
+# --- method §3: mel spectrogram -----------------------------------------------
 def read_audio(path):
     """Read a WAV as float mono at 16 kHz (stereo mixed down, resampled)."""
     import soundfile as sf
@@ -130,7 +130,7 @@ def read_audio(path):
 
 
 def mel_spectrogram(y):
-    """SPEC §3: peak-normalised 128-band Slaney mel power spectrogram, (frames, 128).
+    """method §3: peak-normalised 128-band Slaney mel power spectrogram, (frames, 128).
 
     Raises ValueError on silence (a zero peak cannot be normalised).
     """
@@ -161,7 +161,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
 def extract_features(path):
-    """SPEC §3 features of one audio file, (frames, 128) float32.
+    """method §3 features of one audio file, (frames, 128) float32.
 
     Raises ValueError with a readable reason for an unreadable, empty or silent file.
     """
@@ -201,7 +201,7 @@ def walk_audio(folder):
     return audio, other
 
 
-# --- SPEC §3: normalisation --------------------------------------------------
+# --- method §3: normalisation --------------------------------------------------
 def norm_files(norm_dir):
     names = {"feat_mean": "feat_norm_means.mat", "feat_std": "feat_norm_stds.mat"}
     for emo in EMOTIONS:
@@ -227,14 +227,14 @@ def load_norm_term(norm_dir, emotions=EMOTIONS):
 
 
 def normalise_features(feat, mean, std):
-    """SPEC §3: (x − mean) / std, NaN set to 0, clipped to [−3, 3]."""
+    """method §3: (x − mean) / std, NaN set to 0, clipped to [−3, 3]."""
     with np.errstate(divide="ignore", invalid="ignore"):
         x = (np.asarray(feat, dtype=np.float64) - mean) / std
     x = np.nan_to_num(x, nan=0.0, posinf=CLIP_VALUE, neginf=-CLIP_VALUE)
     return np.clip(x, -CLIP_VALUE, CLIP_VALUE).astype(np.float32)
 
 
-# --- SPEC §4: chunking ------------------------------------------------------------
+# --- method §4: chunking ------------------------------------------------------------
 def chunk_starts(n_frames):
     """Start frame of each of the 11 chunks: i·floor((T − m)/(C − 1))."""
     step = max(n_frames - FRAMES_PER_CHUNK, 0) // (CHUNKS_PER_TURN - 1)
@@ -243,7 +243,7 @@ def chunk_starts(n_frames):
 
 def is_whole_turn_chunked(n_frames):
     """Whether the original chunks a turn of `n_frames` as 11 copies of the whole, unpadded
-    turn: its step int((T − 62)/10) truncates to 0 for 53 ≤ T ≤ 61 (SPEC §4)."""
+    turn: its step int((T − 62)/10) truncates to 0 for 53 ≤ T ≤ 61 (method §4)."""
     return SHORTEST_WHOLE_TURN <= n_frames < FRAMES_PER_CHUNK
 
 
@@ -272,7 +272,7 @@ def chunk_turn(feat, whole_short_turns=False):
 
 
 def short_turn_warning(whole, padded, what="turn(s)"):
-    """The warning for turns shorter than one chunk: which rule each got (SPEC §4)."""
+    """The warning for turns shorter than one chunk: which rule each got (method §4)."""
     parts = []
     if whole:
         parts.append(f"{len(whole)} {what} of {SHORTEST_WHOLE_TURN}–{FRAMES_PER_CHUNK - 1} frames "
@@ -285,7 +285,7 @@ def short_turn_warning(whole, padded, what="turn(s)"):
     return "; ".join(parts)
 
 
-# --- SPEC §1 and §6.7: CCC ------------------------------------------------------
+# --- method §1 and §6.7: CCC ------------------------------------------------------
 def ccc_metric(pred, true):
     """Concordance correlation coefficient with population statistics (numpy defaults)."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1)
@@ -296,7 +296,7 @@ def ccc_metric(pred, true):
 
 
 def ccc_loss(pred, true):
-    """1 − CCC over a batch of chunks, with torch's unbiased variance (SPEC §6.7)."""
+    """1 − CCC over a batch of chunks, with torch's unbiased variance (method §6.7)."""
     pred = pred.reshape(-1).float()
     true = true.reshape(-1).float()
     mp, mt = pred.mean(), true.mean()
@@ -304,7 +304,7 @@ def ccc_loss(pred, true):
     return 1 - 2 * cov / (true.var() + pred.var() + (mt - mp) ** 2)
 
 
-# --- SPEC §6.5: sentence-level uniform sampling ------------------------------
+# --- method §6.5: sentence-level uniform sampling ------------------------------
 def sentence_uniform_weights(assignment, n_clusters):
     """Each turn's sampling weight: the sum of its chunks' cluster weights 1/|k|.
 
@@ -328,7 +328,7 @@ def sentence_uniform_sample(assignment, n_clusters, rng):
     return drawn
 
 
-# --- labels file (SPEC §2) ---------------------------------------------------------
+# --- labels file (method §2) ---------------------------------------------------------
 MISSING_LABEL_TEXT = ("", "nan", "na", "n/a", "none")
 
 

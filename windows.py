@@ -3,7 +3,7 @@
 A window is the file's own samples from its start to its end (at the file's sample
 rate), read forward from disk, so memory holds one window and never the whole file.
 Its samples are then treated exactly as a file holding only them would be: mixed to
-mono, resampled to 16 kHz, peak-normalised over the window, mel spectrogram (SPEC §3).
+mono, resampled to 16 kHz, peak-normalised over the window, mel spectrogram (method §3).
 """
 import numpy as np
 import soundfile as sf
@@ -88,7 +88,7 @@ def skip_forward(f, n_samples, piece):
 
 
 def window_features(samples, sample_rate):
-    """SPEC §3 features, (frames, 128), of one window's mono samples at the file's rate.
+    """method §3 features, (frames, 128), of one window's mono samples at the file's rate.
 
     Raises ValueError on an empty or silent window (as for a file).
     """

@@ -20,7 +20,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noq
 W, H = 160.0, 70.0
 DPI = 150
 
-# Method constants (SPEC sections 4-5).
+# Method constants (method §4–5).
 N_MELS = 128
 C = 11
 M = 62

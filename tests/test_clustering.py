@@ -1,4 +1,4 @@
-"""Tests for clustering.py: faiss k-means pseudo-labels and NMI (SPEC §6 steps 3, 4, 8)."""
+"""Tests for clustering.py: faiss k-means pseudo-labels and NMI (method §6 steps 3, 4, 8)."""
 import numpy as np
 import pytest
 
@@ -15,7 +15,7 @@ def blobs(seed=0, n_blobs=5, per_blob=60, dim=16):
 
 def test_kmeans_recovers_separated_blobs():
     x, truth = blobs()
-    # k-means here is plain Lloyd from K random points (no k-means++, SPEC §6.3), so it
+    # k-means here is plain Lloyd from K random points (no k-means++, method §6.3), so it
     # recovers the blobs when the seeded start hits each one; seed 2 does.
     assignment, loss = run_kmeans(x, 5, seed=2, use_gpu=False)
     assert assignment.shape == (300,) and assignment.dtype == np.int64

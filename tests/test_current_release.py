@@ -1,5 +1,5 @@
 """The whole pipeline on a small demo corpus in the current MSP-Podcast layout (v1.12,
-SPEC §2): Audios/, Labels/labels_consensus.csv, splits Train, Development, Test1, Test2
+method §2): Audios/, Labels/labels_consensus.csv, splits Train, Development, Test1, Test2
 and Test3, whose rows have audio but no labels.
 
 feat_extract.py → norm_para.py → main.py (validation on Development, picked by itself)
@@ -58,7 +58,7 @@ def label_rows(labels_csv, split):
 
 
 def hand_ccc(pred, true):
-    """SPEC §1 with population statistics (SPEC §7)."""
+    """method §1 with population statistics (method §7)."""
     pred, true = np.asarray(pred, float), np.asarray(true, float)
     cov = np.mean((pred - pred.mean()) * (true - true.mean()))
     return 2 * cov / (pred.var() + true.var() + (pred.mean() - true.mean()) ** 2)

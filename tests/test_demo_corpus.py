@@ -15,7 +15,7 @@ import make_demo_corpus as mdc  # noqa: E402
 
 TINY = ["--train", "6", "--validation", "3", "--test", "3", "--predict", "2", "--unlabeled", "2"]
 COLUMNS = ["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"]
-# The current MSP-Podcast layout (SPEC §2): its header line, splits and labels file.
+# The current MSP-Podcast layout (method §2): its header line, splits and labels file.
 V112_TINY = ["--release", "v1.12", "--train", "6", "--validation", "3", "--test", "3",
              "--test2", "4", "--test3", "2", "--predict", "2", "--unlabeled", "2"]
 V112_HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"

@@ -1,5 +1,5 @@
 """Tests for model.py: the four temporal variants, the cluster head, the released
-checkpoint layout, initialisation, loading and the triplet loss (SPEC §5, §6)."""
+checkpoint layout, initialisation, loading and the triplet loss (method §5, §6)."""
 import math
 
 import numpy as np
@@ -25,7 +25,7 @@ def chunks(turns=2, seed=1):
     return torch.randn(turns, 11, 62, 128, generator=g).clamp(-3, 3)
 
 
-# --- forward and the cluster head (SPEC §5, §6 steps 1 and 6) ------------------------
+# --- forward and the cluster head (method §5, §6 steps 1 and 6) ------------------------
 @pytest.mark.parametrize("mt", TYPES)
 def test_forward_shapes_and_head_off_on(mt):
     m = make(mt).eval()
@@ -72,7 +72,7 @@ def test_forward_shapes_and_head_off_on(mt):
     np.testing.assert_allclose(cluster_on.numpy(), expected_on.numpy(), rtol=1e-5, atol=1e-7)
 
 
-# --- released checkpoint layout (SPEC §5) ---------------------------------------------
+# --- released checkpoint layout (method §5) ---------------------------------------------
 CONV_SHAPES = [(32, 1, 3, 3), (32, 32, 3, 3), (64, 32, 3, 3), (64, 64, 3, 3), (128, 64, 3, 3),
                (128, 128, 3, 3), (128, 128, 3, 3)]
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -172,7 +172,7 @@ def test_positional_encoding_is_sinusoidal():
     np.testing.assert_allclose(pe[:, 0, 2 * i + 1].numpy(), np.cos(pos.numpy() * freq), atol=1e-5)
 
 
-# --- initialisation (SPEC §5) -----------------------------------------------------------
+# --- initialisation (method §5) -----------------------------------------------------------
 @pytest.mark.parametrize("mt", ["Temp-GRU", "Temp-Triplet"])
 def test_initialisation_statistics(mt):
     m = make(mt, seed=3)
@@ -192,7 +192,7 @@ def test_initialisation_statistics(mt):
         assert torch.count_nonzero(lin.bias) == 0
 
 
-# --- loading (SPEC §5) ----------------------------------------------------------------
+# --- loading (method §5) ----------------------------------------------------------------
 def outputs(m, x):
     with torch.no_grad():
         return [t.numpy().copy() for t in m.eval()(x)]
@@ -270,7 +270,7 @@ class Thing:
     """An arbitrary class: a pickle holding it cannot be loaded with weights_only."""
 
 
-# --- triplet (SPEC §5 Temp-Triplet) -------------------------------------------------------
+# --- triplet (method §5 Temp-Triplet) -------------------------------------------------------
 def test_triplet_indices_constraints_and_coverage():
     g = torch.Generator().manual_seed(0)
     anchors, positives = set(), set()

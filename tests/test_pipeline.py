@@ -159,9 +159,9 @@ def test_same_seed_default_precision_is_bit_identical(work, triplet_models):
                       load_state(again / name)["state_dict"])
 
 
-# --- test (SPEC §7) ---------------------------------------------------------------------------
+# --- test (method §7) ---------------------------------------------------------------------------
 def normalised_chunks(feat_path, mean, std):
-    """SPEC §3 and §4 by hand: (x − mean)/std, NaN → 0, clip ±3, 11 chunks of 62 frames."""
+    """method §3 and §4 by hand: (x − mean)/std, NaN → 0, clip ±3, 11 chunks of 62 frames."""
     x = scipy.io.loadmat(feat_path)["Audio_data"].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         x = (x - mean) / std
@@ -214,7 +214,7 @@ def test_online_testing_prints_hand_computed_ccc(work, gru_run, capsys):
     assert printed == pytest.approx(ccc, abs=6e-5)
 
 
-# --- prediction (SPEC §7) -----------------------------------------------------------------------
+# --- prediction (method §7) -----------------------------------------------------------------------
 def test_prediction_process_writes_csv(work, triplet_models, tmp_path):
     corpus = work["corpus"]
     out = tmp_path / "pred_result.csv"

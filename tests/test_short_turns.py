@@ -1,4 +1,4 @@
-"""Turns shorter than one chunk (SPEC §4): in testing, 53–61 frames are chunked as the
+"""Turns shorter than one chunk (method §4): in testing, 53–61 frames are chunked as the
 original does (every chunk the whole, unpadded turn), 52 or fewer are padded; training pads."""
 import csv
 import os
@@ -19,7 +19,7 @@ from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, chunk_turn, i
 @pytest.mark.parametrize("frames, whole", [(70, False), (62, False), (61, True), (53, True),
                                            (52, False), (10, False)])
 def test_which_turns_the_original_chunks_whole(frames, whole):
-    # SPEC §4: the original's step is int((T − 62) / 10), truncated toward zero.
+    # method §4: the original's step is int((T − 62) / 10), truncated toward zero.
     assert is_whole_turn_chunked(frames) == whole
     assert whole == (frames < 62 and int((frames - 62) / 10) == 0)
 

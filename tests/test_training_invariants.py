@@ -1,4 +1,4 @@
-"""Invariants of one DeepEmoCluster epoch (SPEC §6) that the end-to-end tests cannot see:
+"""Invariants of one DeepEmoCluster epoch (method §6) that the end-to-end tests cannot see:
 which optimisers step where, how pseudo-labels and labels line up with the chunks,
 the row order of the k-means inputs, the validation loss, and the semi-supervised
 variant's choice of unlabelled turns.
@@ -160,14 +160,14 @@ def test_validate_is_the_mean_per_batch_ccc_loss(tiny_corpus, tmp_path):
     assert got == pytest.approx(float(np.mean(losses)), rel=1e-5)
 
 
-# --- semi-supervised variant (SPEC §6, the authors' release) -----------------------------------
+# --- semi-supervised variant (method §6, the authors' release) -----------------------------------
 def test_unlabelled_subset_is_the_authors_choice_and_leaves_random_streams_alone():
     state = np.random.get_state()
     np.random.seed(1234)
     before = np.random.get_state()[1].copy()
     chosen = train_main.unlabelled_subset(50, 12)
     assert np.array_equal(np.random.get_state()[1], before)   # the global stream is untouched
-    # The recipe of SPEC §6, run on numpy's global legacy generator.
+    # The recipe of method §6, run on numpy's global legacy generator.
     np.random.seed(99)
     indices = np.arange(50)
     np.random.shuffle(indices)

@@ -1,5 +1,5 @@
 """Tests for utils.py (features, normalisation, chunking, CCC, sampling, labels), the
-feature extractor and the NormTerm computation, against SPEC §1, §3, §4, §6."""
+feature extractor and the NormTerm computation, against method §1, §3, §4, §6."""
 import csv
 import glob
 import os
@@ -17,7 +17,7 @@ from utils import UserError
 SR = 16000
 
 
-# --- SPEC §4: chunking ---------------------------------------------------------------
+# --- method §4: chunking ---------------------------------------------------------------
 @pytest.mark.parametrize("n_frames", [62, 63, 100, 172, 688, 1000])
 def test_chunk_starts_follow_spec_formula(n_frames):
     step = (n_frames - 62) // 10
@@ -64,7 +64,7 @@ def test_short_turn_is_zero_padded_to_one_chunk():
     np.testing.assert_array_equal(chunks[0, 40:], np.zeros((22, 128), np.float32))
 
 
-# --- SPEC §3: applied feature normalisation ----------------------------------------
+# --- method §3: applied feature normalisation ----------------------------------------
 def test_normalise_features_formula_nan_and_clip():
     mean = np.array([1.0, 2.0, 0.0, 5.0, 5.0, 0.0])
     std = np.array([2.0, 0.5, 1.0, 0.0, 0.0, 1.0])
@@ -95,7 +95,7 @@ def test_normalise_features_random_matches_formula():
     assert (np.abs((x - mean) / std) > 3).any()
 
 
-# --- SPEC §1/§7: CCC metric; SPEC §6.7: CCC loss --------------------------------
+# --- method §1/§7: CCC metric; method §6.7: CCC loss --------------------------------
 def numpy_ccc(x, y):
     mx, my = np.mean(x), np.mean(y)
     sx, sy = np.std(x), np.std(y)
@@ -140,7 +140,7 @@ def test_ccc_loss_is_one_minus_ccc_with_unbiased_variance():
                           torch.tensor(y, dtype=torch.float32))
     assert float(got2) == pytest.approx(float(got), abs=1e-7)
     # Perfect agreement: mean-based covariance over unbiased variances leaves 1/n
-    # (the SPEC §6.7 formula, as in the original), not 0.
+    # (the method §6.7 formula, as in the original), not 0.
     t = torch.tensor(y, dtype=torch.float32)
     assert float(utils.ccc_loss(t, t)) == pytest.approx(1 / n, rel=1e-5)
 
@@ -163,7 +163,7 @@ def test_ccc_loss_gradient_moves_prediction_toward_label():
     assert abs(float(stepped[4] - y[4])) < 1.0
 
 
-# --- SPEC §6.5: sentence-level uniform sampling ------------------------------------
+# --- method §6.5: sentence-level uniform sampling ------------------------------------
 def constructed_assignment():
     """4 turns × 11 chunks, K = 5: cluster 0 huge, 1 and 2 small, 3 and 4 unused."""
     turns = [
@@ -292,7 +292,7 @@ def test_feature_paths_and_missing_count(tmp_path):
     assert "MSP-PODCAST_0001_0003.mat" in msg and "MSP-PODCAST_0001_0004.mat" in msg
 
 
-# --- SPEC §3: mel spectrogram -------------------------------------------------------
+# --- method §3: mel spectrogram -------------------------------------------------------
 def harmonic_tone(seconds=1.3):
     t = np.arange(int(seconds * SR)) / SR
     y = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 880 * t + 0.3) \
@@ -362,7 +362,7 @@ def test_feat_extract_writes_audio_data_mat(tmp_path):
     np.testing.assert_array_equal(data, utils.mel_spectrogram(y))
 
 
-# --- SPEC §3: NormTerm -------------------------------------------------------------------
+# --- method §3: NormTerm -------------------------------------------------------------------
 def test_norm_term_files_shapes_and_values(tiny_corpus):
     norm = tiny_corpus["norm"]
     names = ["feat_norm_means.mat", "feat_norm_stds.mat"] + \
