@@ -89,7 +89,7 @@ from utils import (CHUNKS_PER_TURN, EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, HOP
                    cpu_capability, cpu_flags, cpu_has_native_bf16, extract_features,
                    feature_paths, load_norm_term, normalise_features, pad_short_turn, pick_device,
                    read_labels, save_mat, save_torch, seed_everything, sentence_uniform_sample,
-                   use_bf16, use_channels_last, validation_split, walk_audio)
+                   use_bf16, use_channels_last, use_compile, validation_split, walk_audio)
 
 # SPEC §9: encoder cost per chunk, forward; a training step is about 3× the forward.
 GFLOP_PER_CHUNK_FORWARD = 0.29
@@ -348,10 +348,12 @@ def header_lines(info, settings):
              f"cpu     : {cpu_line(info)}"]
     if settings:
         lines.append(f"precision: the fast path trains in {settings['train_precision']} and infers in "
-                     f"{settings['infer_precision']}, channels-last {settings['channels_last']}; the baseline "
+                     f"{settings['infer_precision']}, channels-last {settings['channels_last']}, compiled encoder "
+                     f"{'yes' if settings['compiled'] else 'no'} (main.py --compile, for a 30-epoch run of "
+                     f"this corpus); the baseline "
                      f"runs in {settings['baseline_precision']}, NCHW (column 'precision': fast/baseline)")
         lines.append("settings: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k not in (
-            "train_precision", "infer_precision", "channels_last", "baseline_precision")))
+            "train_precision", "infer_precision", "channels_last", "baseline_precision", "compiled")))
         lines.append("baseline: the original design - fp32, NCHW, no autocast, each .mat re-read once per "
                      "chunk, synchronous batches; prediction one file and one model at a time")
         lines.append("ratio   : times better than the baseline column (rates: value/baseline; seconds: "
@@ -503,9 +505,11 @@ def limit_turns(drawn, train_batches, batch):
 
 
 def fast_epoch(model, train, val, optimizers, n_clusters, batch, device, bf16, rng, triplet_gen,
-               train_batches=0, epoch=0):
+               train_batches=0, epoch=0, warmup_batch=False):
     """One epoch of main.py's loop (SPEC §6 steps 1-7 and 9) through main.py's own functions,
-    each stage timed. The model comes with the cluster head on or off; it leaves with it on."""
+    each stage timed. The model comes with the cluster head on or off; it leaves with it on.
+    `warmup_batch`: one training batch first, timed apart ('training warm-up': compilation of
+    a compiled encoder, first-call set-up), so the training stage is the steady state."""
     clock = StageClock(device)
     model.remove_cluster_head()
     with clock("chunk features"):
@@ -516,6 +520,10 @@ def fast_epoch(model, train, val, optimizers, n_clusters, batch, device, bf16, r
         drawn = sentence_uniform_sample(assignment, n_clusters, rng)
     model.restore_cluster_head()
     turns = limit_turns(drawn, train_batches, batch)
+    if warmup_batch:
+        with clock("training warm-up"):
+            train_main.train_one_epoch(model, train.cache, drawn[:batch], assignment, optimizers, batch, device,
+                                       bf16, train.norm_labels, triplet_gen, epoch)
     with clock("training"):
         loss = train_main.train_one_epoch(model, train.cache, turns, assignment, optimizers, batch, device,
                                           bf16, train.norm_labels, triplet_gen, epoch)
@@ -873,7 +881,7 @@ def training_peak_rss(corpus, args, batch):
            "-emo", EMOTION, "-nc", str(args.num_clusters), "-mt", args.model_type,
            "--features", corpus.features, "--labels", corpus.labels, "--norm-dir", corpus.norm_dir,
            "--model-dir", os.path.join(work, "models"), "--cache-dir", os.path.join(work, "cache"),
-           "--device", args.device, "--precision", args.precision]
+           "--device", args.device, "--precision", args.precision, "--compile", args.compile]
     return peak_rss(cmd, work, "main")
 
 
@@ -1014,17 +1022,21 @@ def epoch_child(spec_path):
     if use_channels_last(spec["precision"]):
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
+    if spec["compile"]:
+        model.compile_encoder(spec["batch"])
     model.remove_cluster_head()
     optimizers = train_main.make_optimizers(model)
     triplet_gen = torch.Generator().manual_seed(SEED) if spec["model_type"] == "Temp-Triplet" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     res = fast_epoch(model, train, val, optimizers, spec["clusters"], spec["batch"], device, bf16,
-                     np.random.default_rng(SEED), triplet_gen, spec["train_batches"])
+                     np.random.default_rng(SEED), triplet_gen, spec["train_batches"],
+                     warmup_batch=bool(spec["compile"] or spec["train_batches"]))
     out = {"n_train": len(train), "n_dev": len(val), "cache_path": train.cache.path,
            "val_cache_path": val.cache.path, "train_cache_seconds": t_train_cache,
            "val_cache_seconds": t_val_cache, "account": epoch_accounting(res["seconds"], res["drawn"], res["trained"]),
-           "train_loss": res["train_loss"], "val_loss": res["val_loss"],
+           "train_loss": res["train_loss"], "val_loss": res["val_loss"], "compiled": bool(spec["compile"]),
+           "warmup_seconds": res["seconds"].get("training warm-up"),
            "precision": fast_precision(device, bf16),
            "gpu_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
     with atomic_path(spec["out"]) as tmp:
@@ -1033,8 +1045,9 @@ def epoch_child(spec_path):
     return 0
 
 
-def run_epoch_child(work, tag, labels, features, norm_dir, cache_dir, args, batch):
+def run_epoch_child(work, tag, labels, features, norm_dir, cache_dir, args, batch, compiled):
     spec = {"labels": labels, "features": features, "norm_dir": norm_dir, "cache_dir": cache_dir,
+            "compile": compiled,
             "cache_dtype": args.cache_dtype, "model_type": args.model_type, "clusters": args.num_clusters,
             "batch": batch, "train_batches": args.scale_train_batches, "device": args.device,
             "precision": args.precision, "out": os.path.join(work, f"{tag}_result.json")}
@@ -1108,6 +1121,9 @@ def scale_study(corpus, args, device):
     out["norm_seconds"] = time.perf_counter() - t0
 
     cache_dir = os.path.join(root, "cache")
+    # Compiled as main.py would compile a 30-epoch run (SPEC §6) at N, at both sizes alike.
+    compiled = use_compile(args.compile, device, args.precision, ESTIMATE_EPOCHS * (n // args.rss_batch))
+    out["compiled"] = compiled
     runs = []
     for k in sizes:
         k_dev = dev_turns(k) if k < n else n_dev
@@ -1116,7 +1132,7 @@ def scale_study(corpus, args, device):
         log(f"8 scale: one epoch at {k} Train + {k_dev} Development turns (child process; training over "
             f"{args.scale_train_batches or 'all'} batches)")
         result = run_epoch_child(os.path.join(root, "runs"), f"n{k}", csv_k, feats, norm_dir, cache_dir,
-                                 args, args.rss_batch)
+                                 args, args.rss_batch, compiled)
         log(f"  peak RSS {result['rss_mib']:.0f} MiB; "
             + ", ".join(f"{s} {result['account']['stages'][s]:.1f}s" for s in EPOCH_STAGES))
         runs.append(result)
@@ -1181,6 +1197,9 @@ def scale_rows(scale, args):
                 b_all = -(-acc["drawn"] // args.rss_batch)
                 note = (f"EXTRAPOLATED from {b_run} of {b_all} batches ({acc['measured']['training']:.1f} s "
                         f"measured, x{acc['training_factor']:.1f}); ")
+            if big.get("warmup_seconds") is not None:
+                note += (f"after one warm-up batch ({big['warmup_seconds']:.1f} s"
+                         f"{', compiling the encoder' if big.get('compiled') else ''}; not counted); ")
             note += f"{acc['trained'] * CHUNKS_PER_TURN / acc['measured']['training']:,.0f} chunks/s"
         elif s == "chunk features":
             note = f"{big['n_train'] * CHUNKS_PER_TURN / acc['stages'][s]:,.0f} chunks/s"
@@ -1443,6 +1462,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="precision of the fast path, as in the scripts (default auto)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="main.py's --compile for the fast path's training; auto decides as main.py would "
+                        "for a 30-epoch run of the corpus (default auto)")
     p.add_argument("--cpu-isa", choices=("native",) + tuple(ISA_EMULATION), default="native",
                    help="cap the CPU instruction set: avx2 measures an AVX2-only CPU here (oneDNN, ATen, MKL, "
                         "OpenBLAS, numpy and faiss capped; bench.py runs again in a child process with them); "
@@ -1510,6 +1532,8 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
 
     log(f"2 training epochs, stage by stage (warm-up + {args.repeats} per design)")
     fast, base = model_pair(args.model_type, args.num_clusters, device, channels_last, SEED)
+    if args.compiled:      # as main.py: compiled once, in the warm-up epoch (not timed)
+        fast.compile_encoder(args.batch)
     epochs, designs = bench_epochs(fast, base, train, val, reader, val_reader, args, device, bf16_train)
     n_chunks = len(train) * CHUNKS_PER_TURN
     rows += epoch_rows(epochs, len(train), len(val), n_chunks, args, (train_prec, base_prec))
@@ -1600,6 +1624,7 @@ def main(argv=None):
         return 0
     bf16_train = use_bf16(args.precision, device, training=True)
     bf16_infer = use_bf16(args.precision, device, training=False)
+    args.compiled = use_compile(args.compile, device, args.precision, ESTIMATE_EPOCHS * (args.turns // args.batch))
     channels_last = use_channels_last(args.precision)
     train_prec, infer_prec = fast_precision(device, bf16_train), fast_precision(device, bf16_infer)
     base_prec = baseline_precision(device)
@@ -1614,11 +1639,12 @@ def main(argv=None):
                 "scale batch": args.rss_batch, "cache dtype (scale)": args.cache_dtype,
                 "threads": torch.get_num_threads(),
                 "train_precision": train_prec, "infer_precision": infer_prec, "channels_last": channels_last,
-                "baseline_precision": base_prec}
+                "compiled": args.compiled, "baseline_precision": base_prec}
 
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
     root = tempfile.mkdtemp(prefix="bench_", dir=args.workdir)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(root, "inductor"))   # as main.py: not ~/.cache
     rows, extra, estimate, est_lines = [], {}, None, []
     try:
         if args.scale_only:
