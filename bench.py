@@ -5,7 +5,7 @@
                     [--scale-turns N] [--scale-only] [--scale-source auto|copies|synthetic] [--scale-multiple 4]
                     [--scale-train-batches 16] [--rss-batch B] [--cache-dtype float32]
                     [--gpu-train-rate CHUNKS_PER_S] [--matmul-size 2048] [--device auto]
-                    [--precision auto] [--cpu-isa native|avx2|avx512] [--info-only]
+                    [--precision auto] [--compile auto] [--cpu-isa native|avx2|avx512] [--info-only]
                     [--json PATH] [--workdir DIR] [--keep]
 
 The header names the machine and the CPU's vector capability (AVX2, AVX-512, AVX-512 BF16,
