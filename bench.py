@@ -1336,6 +1336,50 @@ def estimate_lines(est, scale, info, args):
 
 
 # --- 7: matrix-multiply rates ----------------------------------------------------------------
+# --- compile time of the encoder ------------------------------------------------------
+COMPILE_PROBE = (
+    "import json, sys, time\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "import torch, torch.nn.functional as F\n"
+    "from model import build_model\n"
+    "from utils import CHUNKS_PER_TURN, autocast, ccc_loss\n"
+    "batch, mt, k, bf16, dev = int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == '1', sys.argv[6]\n"
+    "device = torch.device(dev)\n"
+    "torch.manual_seed(0)\n"
+    "model = build_model(mt, k).to(memory_format=torch.channels_last).to(device).train()\n"
+    "model.compile_encoder(batch)\n"
+    "opt = torch.optim.SGD(model.parameters(), lr=0.001)\n"
+    "x = torch.randn(batch, CHUNKS_PER_TURN, 62, 128, device=device)\n"
+    "t = torch.randint(0, k, (batch * CHUNKS_PER_TURN,), device=device)\n"
+    "y = torch.randn(batch * CHUNKS_PER_TURN, device=device)\n"
+    "times = []\n"
+    "for _ in range(3):\n"
+    "    t0 = time.perf_counter()\n"
+    "    with autocast(device, bf16):\n"
+    "        c, a, _ = model(x)\n"
+    "    loss = F.cross_entropy(c.float(), t) + ccc_loss(a, y)\n"
+    "    opt.zero_grad(); loss.backward(); opt.step()\n"
+    "    if device.type == 'cuda': torch.cuda.synchronize()\n"
+    "    times.append(time.perf_counter() - t0)\n"
+    "print(json.dumps({'first': times[0], 'steady': min(times[1:])}))\n")
+
+
+def bench_compile_time(root, args, device, bf16):
+    """Seconds torch.compile adds to a process's first training batch (the first batch minus
+    a steady one), with a cold and then a warm on-disk inductor cache: each run of main.py
+    pays this once when it compiles the encoder (--compile)."""
+    cache = os.path.join(root, "inductor_cache")
+    out = {}
+    for state in ("cold", "warm"):
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+        done = subprocess.run([sys.executable, "-c", COMPILE_PROBE, HERE, str(args.batch), args.model_type,
+                               str(args.num_clusters), "1" if bf16 else "0", str(device)],
+                              env=env, capture_output=True, text=True, check=True)
+        probe = json.loads(done.stdout.strip().splitlines()[-1])
+        out[state] = max(probe["first"] - probe["steady"], 0.0)
+    return out
+
+
 def bench_matmul(n, dtype, device, repeats):
     """torch.matmul of two n×n matrices: GFLOP/s (2·n³ per product). fp32 is strict fp32
     (TF32 off for the measurement on a GPU)."""
@@ -1551,6 +1595,18 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
         rows.append(row(f"training step time in {family}", "%", share, better="-", precision=train_prec,
                         note=note))
 
+    compile_s = None
+    if args.compiled:
+        log("encoder compilation time (child processes, cold and warm cache)")
+        compile_s = bench_compile_time(corpus.root, args, device, bf16_train)
+        fast_total, base_total = epochs["fast"]["total"], epochs["base"]["total"]
+        amortised = ", ".join(f"{n}-epoch run {base_total / (fast_total + compile_s['cold'] / n):.2f}x"
+                              for n in (10, 30))
+        rows.append(row("encoder compilation, once per process (cold / warm cache)", "s", compile_s["cold"],
+                        better="lower", precision=train_prec,
+                        note=f"warm on-disk cache: {compile_s['warm']:.1f} s; the epoch ratio with a cold "
+                             f"compilation spread over the run: {amortised}"))
+
     log("3 online testing")
     ot = bench_online_testing(corpus, args, device, args.repeats, bf16_infer)
     rows.append(row("online testing, warm cache", "turns/s", ot["warm"][0], ot["base"][0],
@@ -1597,7 +1653,8 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
              "training_loss_fast": designs["fast"]["last"]["train_loss"],
              "training_loss_baseline": designs["base"]["last"]["train_loss"],
              "online_testing": {k: ot[k] for k in ("ccc_fast", "ccc_base", "max_pred_diff", "turns")},
-             "prediction_max_diff": pr["max_pred_diff"], "training_step_profile_percent": shares}
+             "prediction_max_diff": pr["max_pred_diff"], "training_step_profile_percent": shares,
+             "compile_seconds": compile_s}
     return rows, extra
 
 
