@@ -1023,7 +1023,7 @@ def epoch_child(spec_path):
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
     if spec["compile"]:
-        model.compile_encoder(spec["batch"])
+        model.compile_encoder()
     model.remove_cluster_head()
     optimizers = train_main.make_optimizers(model)
     triplet_gen = torch.Generator().manual_seed(SEED) if spec["model_type"] == "Temp-Triplet" else None
@@ -1347,7 +1347,7 @@ COMPILE_PROBE = (
     "device = torch.device(dev)\n"
     "torch.manual_seed(0)\n"
     "model = build_model(mt, k).to(memory_format=torch.channels_last).to(device).train()\n"
-    "model.compile_encoder(batch)\n"
+    "model.compile_encoder()\n"
     "opt = torch.optim.SGD(model.parameters(), lr=0.001)\n"
     "x = torch.randn(batch, CHUNKS_PER_TURN, 62, 128, device=device)\n"
     "t = torch.randint(0, k, (batch * CHUNKS_PER_TURN,), device=device)\n"
@@ -1577,7 +1577,7 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
     log(f"2 training epochs, stage by stage (warm-up + {args.repeats} per design)")
     fast, base = model_pair(args.model_type, args.num_clusters, device, channels_last, SEED)
     if args.compiled:      # as main.py: compiled once, in the warm-up epoch (not timed)
-        fast.compile_encoder(args.batch)
+        fast.compile_encoder()
     epochs, designs = bench_epochs(fast, base, train, val, reader, val_reader, args, device, bf16_train)
     n_chunks = len(train) * CHUNKS_PER_TURN
     rows += epoch_rows(epochs, len(train), len(val), n_chunks, args, (train_prec, base_prec))

@@ -10,9 +10,8 @@
 #   (b) faiss GPU k-means gives the CPU partition on well-separated data (skipped, and said,
 #       where faiss has no GPU support);
 #   (c) a bf16 training on the demo corpus (CUDA) ends with finite losses and a Test1 CCC
-#       within 0.05 of the CPU fp32 run at the same seed; 10 epochs (GPU_CHECK_EPOCHS=N to
-#       change: after 2 epochs the demo models have barely learned, CCC near 0 in both runs,
-#       so a 2-epoch comparison says little);
+#       within 0.05 of the CPU fp32 run at the same seed; 2 epochs (GPU_CHECK_EPOCHS=10 for a
+#       comparison that means more: after 2 epochs both models have learned little);
 #   (d) bench.py --device cuda --quick writes its table (WORK_DIR/bench_cuda.txt and .json).
 # Everything goes to WORK_DIR (default: a new folder under $TMPDIR or /tmp), never into the
 # repository's trained_models/ or NormTerm/ (the shipped demo models are only read).

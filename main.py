@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from clustering import nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
-from model import (ARCH, build_model, canonical_state_dict, checkpoint_name, evaluation_copy,
-                   read_checkpoint, released_state_dict, triplet_indices, triplet_loss)
+from model import (ARCH, build_model, canonical_state_dict, checkpoint_name, evaluate,
+                   evaluation_copy, read_checkpoint, released_state_dict, triplet_indices, triplet_loss)
 from utils import (CHUNKS_PER_TURN, COMPILE_MIN_BATCHES, COMPILE_MODES, TRAIN_SPLIT, UserError,
                    add_model_args, atomic_path, autocast, ccc_loss, configure_backends,
                    load_norm_term, pick_device, progress, run_cli, save_json, save_torch,
@@ -102,8 +102,7 @@ def compute_chunk_features(model, cache, batch_size, device, bf16, desc="feature
     out = np.empty((len(cache) * CHUNKS_PER_TURN, model.classifier[0].out_features), np.float32)
     for idx, chunks in progress(batches(cache, np.arange(len(cache)), batch_size),
                                 desc=desc, total=-(-len(cache) // batch_size), leave=False):
-        with autocast(device, bf16):
-            cluster, _, _ = model(chunks.to(device, non_blocking=True))
+        cluster, _, _ = evaluate(model, chunks, device, bf16)
         out[idx[0] * CHUNKS_PER_TURN:(idx[-1] + 1) * CHUNKS_PER_TURN] = cluster.float().cpu().numpy()
     return out
 
@@ -179,8 +178,7 @@ def validate(model, data, batch_size, device, bf16, rng):
     losses = []
     for _, chunks, y in progress(batches(data.cache, order, batch_size, data.norm_labels),
                                  desc="validation", total=-(-len(order) // batch_size), leave=False):
-        with autocast(device, bf16):
-            _, attri, _ = model(chunks.to(device, non_blocking=True))
+        _, attri, _ = evaluate(model, chunks, device, bf16)
         losses.append(ccc_loss(attri, y.to(device).repeat_interleave(CHUNKS_PER_TURN)).item())
     return float(np.mean(losses))
 
@@ -308,7 +306,7 @@ def train(args):
     if compiled:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(os.path.join(args.cache_dir,
                                                                                        "inductor")))
-        model.compile_encoder(args.batch_size)
+        model.compile_encoder()
     model.remove_cluster_head()
     optimizers = make_optimizers(model)
     history = {"train_loss": [], "unsup_loss": [], "val_loss": [], "nmi": [], "seconds": []}

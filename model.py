@@ -113,13 +113,13 @@ class TempDeepEmoCluster(nn.Module):
         self.top_layer_class = top
 
     # --- the compiled encoder (training on the fast path) ---------------------------
-    def compile_encoder(self, batch_turns):
-        """Run `cnn_features` through torch.compile for training batches of `batch_turns`
-        turns: one graph with BatchNorm and ReLU fused into fewer passes over the feature
-        maps. A smaller last batch and evaluation mode run eagerly, so there is one
-        compilation. Not a registered submodule: checkpoints and copies never see it."""
-        compiled = torch.compile(self.cnn_features, dynamic=False)
-        object.__setattr__(self, "_compiled_encoder", (batch_turns * CHUNKS_PER_TURN, compiled))
+    def compile_encoder(self):
+        """Run `cnn_features` through torch.compile in training mode: one graph per batch
+        size (the full batches, and the smaller last batch of an epoch), with BatchNorm
+        and ReLU fused into fewer passes over the feature maps. Evaluation mode runs
+        eagerly (on a copy with BatchNorm folded, model.evaluation_copy). Not a registered
+        submodule: checkpoints and copies never see it."""
+        object.__setattr__(self, "_compiled_encoder", torch.compile(self.cnn_features, dynamic=False))
 
     def __getstate__(self):
         state = dict(super().__getstate__())
@@ -129,9 +129,9 @@ class TempDeepEmoCluster(nn.Module):
     def encode(self, x):
         """The seven conv blocks, compiled where compile_encoder set that up."""
         compiled = self.__dict__.get("_compiled_encoder")
-        if compiled is not None and self.training and x.shape[0] == compiled[0]:
+        if compiled is not None and self.training:
             try:
-                return compiled[1](x)
+                return compiled(x)
             except Exception as err:  # no working C++ compiler, or an unsupported setup
                 import warnings
 
@@ -373,21 +373,49 @@ def load_model(path, temporal_type, n_clusters, device="cpu"):
     return model.to(device).eval()
 
 
+# A CPU evaluation pass of 2 turns: its largest feature map (22 chunks × 32 × 62 × 128 fp32,
+# 22 MB) stays under glibc's largest mmap threshold (utils.reuse_freed_memory), so its memory
+# is reused from pass to pass instead of being page-faulted in afresh, which made a 64-turn
+# pass about half as fast (README, Performance).
+CPU_TURNS_PER_PASS = 2
+
+
+def turns_per_pass(model, device, turns):
+    """How many turns an evaluation pass takes: a few on the CPU fast path; all of them on a
+    GPU and under --precision fp32 (the original numerics exactly)."""
+    return CPU_TURNS_PER_PASS if device.type == "cpu" and on_fast_path(model) else turns
+
+
+@torch.no_grad()
+def evaluate(model, chunks, device, bf16=False):
+    """model(chunks) in evaluation mode, run in passes of turns_per_pass turns: the outputs
+    equal one pass over all the turns (each turn is independent in evaluation mode)."""
+    from utils import autocast
+
+    step = turns_per_pass(model, device, len(chunks))
+    outs = []
+    for i in range(0, len(chunks), step):
+        with autocast(device, bf16):
+            outs.append(model(chunks[i:i + step].to(device, non_blocking=True)))
+    return tuple(torch.cat(part) for part in zip(*outs))
+
+
 @torch.no_grad()
 def predict_batch(models, chunks, device, bf16=False, embeddings=False):
     """Each model's turn predictions (normalised scale) for one batch of chunked turns;
     with `embeddings`, (predictions, 256-d turn embeddings) per model."""
     from utils import autocast
 
-    x = chunks.to(device, non_blocking=True)
     out = []
     for model in models:
-        with autocast(device, bf16):
-            result = model.predict_turns(x, embeddings)
-        if embeddings:
-            out.append(tuple(r.float().cpu().numpy() for r in result))
-        else:
-            out.append(result.float().cpu().numpy())
+        step = turns_per_pass(model, device, len(chunks))
+        parts = []
+        for i in range(0, len(chunks), step):
+            with autocast(device, bf16):
+                result = model.predict_turns(chunks[i:i + step].to(device, non_blocking=True), embeddings)
+            parts.append(tuple(r.float().cpu() for r in result) if embeddings else (result.float().cpu(),))
+        joined = [torch.cat(p).numpy() for p in zip(*parts)]
+        out.append(tuple(joined) if embeddings else joined[0])
     return out
 
 

@@ -93,15 +93,15 @@ def relative_error(a, b):
 
 
 def test_compiled_encoder_trains_as_the_eager_one():
-    """Full batches through the compiled graph, the smaller last batch eagerly. Losses,
+    """Full batches and the smaller last batch through the compiled graph. Losses,
     gradients and BatchNorm statistics equal the original (NCHW, eager) to float rounding:
     no further from it than the eager channels-last fast path already is."""
     fast, original = fast_and_original("Temp-GRU", 2)
     compiled = copy.deepcopy(fast)
-    compiled.compile_encoder(2)
+    compiled.compile_encoder()
     calls = []
-    graph = compiled._compiled_encoder[1]
-    compiled._compiled_encoder = (compiled._compiled_encoder[0], lambda x: calls.append(len(x)) or graph(x))
+    graph = compiled._compiled_encoder
+    compiled._compiled_encoder = lambda x: calls.append(len(x)) or graph(x)
     gen = torch.Generator().manual_seed(0)
     sizes = [2, 2, 1]                                                # the last batch is smaller
     batches = [torch.randn(n, CHUNKS_PER_TURN, 62, 128, generator=gen) for n in sizes]
@@ -111,7 +111,7 @@ def test_compiled_encoder_trains_as_the_eager_one():
     for name, model in (("original", original), ("eager", fast), ("compiled", compiled)):
         torch.manual_seed(5)
         runs[name] = train_steps(model.train(), batches, targets, labels)
-    assert calls == [2 * CHUNKS_PER_TURN] * 2                       # the 1-turn batch ran eagerly
+    assert calls == [2 * CHUNKS_PER_TURN] * 2 + [CHUNKS_PER_TURN]   # every batch, compiled
     want = runs["original"]
     np.testing.assert_allclose(runs["compiled"][0], want[0], rtol=1e-5)
     for name, grad in want[1].items():
@@ -128,11 +128,11 @@ def test_compiled_encoder_trains_as_the_eager_one():
 
 def test_a_failing_compilation_falls_back_to_eager_with_a_warning():
     model = trained_looking("Temp-Triplet").train()
-    model.compile_encoder(1)
+    model.compile_encoder()
 
     def broken(x):
         raise RuntimeError("no C++ compiler found\nmore detail")
-    model._compiled_encoder = (model._compiled_encoder[0], broken)
+    model._compiled_encoder = broken
     x = torch.randn(1, CHUNKS_PER_TURN, 62, 128)
     with pytest.warns(UserWarning, match="torch.compile of the encoder failed .RuntimeError: no C.. "
                                          "compiler found.; running eagerly"):
@@ -154,3 +154,31 @@ def test_when_auto_compiles(monkeypatch):
     assert utils.use_compile("on", cpu, "fp32", 1) and not utils.use_compile("off", cpu, "auto", n)
     monkeypatch.setattr(utils, "cxx_compiler", lambda: None)
     assert not utils.use_compile("auto", cpu, "auto", 10 * n)
+
+
+def test_evaluation_in_passes_equals_one_pass():
+    from model import CPU_TURNS_PER_PASS, evaluate, predict_batch, turns_per_pass
+
+    fast, original = fast_and_original("Temp-Trans", 4)
+    folded = evaluation_copy(fast)
+    cpu = torch.device("cpu")
+    assert turns_per_pass(folded, cpu, 64) == CPU_TURNS_PER_PASS
+    assert turns_per_pass(original.eval(), cpu, 64) == 64       # --precision fp32: one pass
+    x = torch.randn(5, CHUNKS_PER_TURN, 62, 128)                    # passes of 2, 2 and 1 turns
+    with torch.no_grad():
+        whole = folded(x)
+    for got, want in zip(evaluate(folded, x, cpu), whole):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    (pred, emb), = predict_batch([folded], x, cpu, embeddings=True)
+    with torch.no_grad():
+        want_pred, want_emb = folded.predict_turns(x, embeddings=True)
+    np.testing.assert_allclose(pred, want_pred.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb, want_emb.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_freed_memory_is_reused_on_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: reuse_freed_memory does nothing here, by design")
+    assert utils.reuse_freed_memory() is True

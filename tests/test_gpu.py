@@ -5,10 +5,11 @@ on a GPU machine; it runs this file and prints a summary).
     under --precision fp32 (and under the default, which infers in fp32 too); TF32 is off.
 (b) faiss GPU k-means gives the CPU partition on well-separated data.
 (c) A bf16 training on the demo corpus (CUDA) ends with finite losses and a Test1 CCC within
-    0.05 of the CPU fp32 run at the same seed. 10 epochs by default (GPU_CHECK_EPOCHS): after
-    2 epochs the demo models have learned next to nothing (validation CCC loss 0.98, the
-    shipped models' history), so both CCCs are near 0 and agree whatever the GPU does; by
-    epoch 10 arousal has levelled off (0.87-0.88 in fp32 and bf16 on the CPU, README).
+    0.05 of the CPU fp32 run at the same seed; 2 epochs by default. After 2 epochs the demo
+    models have learned little (validation CCC loss 0.98 in the shipped models' history), so
+    the two CCCs are both small and this mostly shows that bf16 training on the GPU runs and
+    stays finite; GPU_CHECK_EPOCHS=10 makes it a real comparison (by epoch 10 arousal has
+    levelled off), and then the CPU run must also have learned (CCC > 0.3).
 (d) bench.py --device cuda --quick writes its table.
 
 Everything is written under $GPU_CHECK_DIR (gpu_check.sh sets it) or pytest's temporary
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or DRY_RUN),
 PREDICTION_TOLERANCE = 1e-4      # on the 1-7 rating scale
 CCC_TOLERANCE = 0.05
 TRAIN_EMOTION = "Act"            # the attribute whose CCC varies least between runs (README)
-TRAIN_EPOCHS = int(os.environ.get("GPU_CHECK_EPOCHS", "10"))
+TRAIN_EPOCHS = int(os.environ.get("GPU_CHECK_EPOCHS", "2"))
 LEARNED_CCC = 0.3                # what the CPU fp32 run must reach for the comparison to mean something
 SEED = 31
 
