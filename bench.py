@@ -1122,7 +1122,8 @@ def scale_study(corpus, args, device):
 
     cache_dir = os.path.join(root, "cache")
     # Compiled as main.py would compile a 30-epoch run (method §6) at N, at both sizes alike.
-    compiled = use_compile(args.compile, device, args.precision, ESTIMATE_EPOCHS * (n // args.rss_batch))
+    compiled = use_compile(args.compile, device, args.precision, ESTIMATE_EPOCHS * (n // args.rss_batch),
+                           use_bf16(args.precision, device))
     out["compiled"] = compiled
     runs = []
     for k in sizes:
@@ -1685,7 +1686,8 @@ def main(argv=None):
         return 0
     bf16_train = use_bf16(args.precision, device, training=True)
     bf16_infer = use_bf16(args.precision, device, training=False)
-    args.compiled = use_compile(args.compile, device, args.precision, ESTIMATE_EPOCHS * (args.turns // args.batch))
+    args.compiled = use_compile(args.compile, device, args.precision, ESTIMATE_EPOCHS * (args.turns // args.batch),
+                                use_bf16(args.precision, device))
     channels_last = use_channels_last(args.precision)
     train_prec, infer_prec = fast_precision(device, bf16_train), fast_precision(device, bf16_infer)
     base_prec = baseline_precision(device)

@@ -53,8 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="numpy, torch and k-means seed")
     p.add_argument("--compile", choices=COMPILE_MODES, default="auto",
                    help="compile the encoder with torch.compile for training: auto (default) "
-                        f"on the CPU fast path for runs of at least {COMPILE_MIN_BATCHES} full "
-                        "batches when a C++ compiler is present; on; off")
+                        f"on the CPU fast path for runs of at least {COMPILE_MIN_BATCHES['fp32']} "
+                        f"full batches in fp32 ({COMPILE_MIN_BATCHES['bf16']} in bf16) when a C++ "
+                        "compiler is present; on; off")
     p.add_argument("--val-split", default="auto",
                    help="validation split: auto (default) takes Validation (v1.8) if the labels "
                         "file has it, else Development (v1.11 and later)")
@@ -302,7 +303,7 @@ def train(args):
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
     compiled = use_compile(args.compile, device, args.precision,
-                           args.epochs * (len(train_set) // args.batch_size))
+                           args.epochs * (len(train_set) // args.batch_size), bf16)
     if compiled:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(os.path.join(args.cache_dir,
                                                                                        "inductor")))

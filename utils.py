@@ -498,7 +498,10 @@ def use_bf16(precision, device, training=True):
 
 
 COMPILE_MODES = ("auto", "on", "off")
-COMPILE_MIN_BATCHES = 50
+# Full batches from which compiling the encoder pays for itself (bench.py: compiling costs about
+# 13-15 s once per process, 1.5 s with a warm cache; it saves about 2.8 s of a 64-turn fp32 step
+# on an AVX2 CPU and about 0.4 s of a bf16 step on a native-bf16 one).
+COMPILE_MIN_BATCHES = {"fp32": 10, "bf16": 50}
 
 
 def cxx_compiler():
@@ -511,18 +514,17 @@ def cxx_compiler():
     return None
 
 
-def use_compile(mode, device, precision, full_batches):
+def use_compile(mode, device, precision, full_batches, bf16=False):
     """Whether training compiles the encoder (torch.compile, README Performance).
 
     'on' and 'off' as asked. 'auto' where it pays: on the CPU fast path (not
-    --precision fp32, the original numerics exactly) with a C++ compiler, for a run
-    of at least COMPILE_MIN_BATCHES full batches, since compiling costs tens of
-    seconds once per process (less when its on-disk cache is warm).
+    --precision fp32, the original numerics exactly) with a C++ compiler, for a run of
+    at least COMPILE_MIN_BATCHES full batches (fewer in fp32, where a step gains more).
     """
     if mode != "auto":
         return mode == "on"
     return (device.type == "cpu" and precision != "fp32" and cxx_compiler() is not None
-            and full_batches >= COMPILE_MIN_BATCHES)
+            and full_batches >= COMPILE_MIN_BATCHES["bf16" if bf16 else "fp32"])
 
 
 # glibc's malloc: blocks up to 32 MiB (its largest mmap threshold) come from the heap and
@@ -624,6 +626,7 @@ def add_model_args(parser, emotion=True, clusters=True):
     parser.add_argument("--model-dir", default="./trained_models", help="checkpoint folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="auto (default): channels-last convolutions, and bfloat16 autocast "
-                             "for training where the hardware has bf16; bf16: bfloat16 autocast "
-                             "everywhere; fp32: the original numerics exactly")
+                        help="auto (default): the fast path in fp32 (channels-last convolutions, "
+                             "BatchNorm folded for evaluation), with bfloat16 autocast for training "
+                             "where the hardware has native bf16; bf16: bfloat16 autocast everywhere; "
+                             "fp32: the original numerics exactly")

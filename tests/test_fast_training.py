@@ -145,15 +145,18 @@ def test_a_failing_compilation_falls_back_to_eager_with_a_warning():
 def test_when_auto_compiles(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(utils, "cxx_compiler", lambda: "/usr/bin/c++")
-    n = utils.COMPILE_MIN_BATCHES
-    assert utils.use_compile("auto", cpu, "auto", n)
-    assert utils.use_compile("auto", cpu, "bf16", n)
-    assert not utils.use_compile("auto", cpu, "auto", n - 1)       # too short to pay for compiling
-    assert not utils.use_compile("auto", cpu, "fp32", n)           # the original numerics exactly
-    assert not utils.use_compile("auto", cuda, "auto", n)
-    assert utils.use_compile("on", cpu, "fp32", 1) and not utils.use_compile("off", cpu, "auto", n)
+    fp32, bf16 = utils.COMPILE_MIN_BATCHES["fp32"], utils.COMPILE_MIN_BATCHES["bf16"]
+    assert fp32 < bf16                                              # an fp32 step gains more
+    assert utils.use_compile("auto", cpu, "auto", fp32)
+    assert not utils.use_compile("auto", cpu, "auto", fp32 - 1)    # too short to pay for compiling
+    assert utils.use_compile("auto", cpu, "auto", bf16, bf16=True)
+    assert not utils.use_compile("auto", cpu, "auto", bf16 - 1, bf16=True)
+    assert utils.use_compile("auto", cpu, "bf16", bf16, bf16=True)
+    assert not utils.use_compile("auto", cpu, "fp32", 10 * bf16)   # the original numerics exactly
+    assert not utils.use_compile("auto", cuda, "auto", 10 * bf16)
+    assert utils.use_compile("on", cpu, "fp32", 1) and not utils.use_compile("off", cpu, "auto", 10 * bf16)
     monkeypatch.setattr(utils, "cxx_compiler", lambda: None)
-    assert not utils.use_compile("auto", cpu, "auto", 10 * n)
+    assert not utils.use_compile("auto", cpu, "auto", 10 * bf16)
 
 
 def test_evaluation_in_passes_equals_one_pass():
