@@ -1,7 +1,7 @@
 """Benchmark of the pipeline against a baseline of the original design (not part of the tests).
 
     python bench.py [--quick] [--turns 480] [--batch 64] [-mt Temp-Triplet] [-nc 10]
-                    [--repeats 3] [--workers 2] [--feature-files 2000] [--train-batches 0]
+                    [--repeats 3] [--workers 2] [--feature-files 2000] [--predict-files 500] [--train-batches 0]
                     [--scale-turns N] [--scale-only] [--scale-source auto|copies|synthetic] [--scale-multiple 4]
                     [--scale-train-batches 16] [--rss-batch B] [--cache-dtype float32]
                     [--gpu-train-rate CHUNKS_PER_S] [--matmul-size 2048] [--device auto]
@@ -97,9 +97,9 @@ TRAIN_STEP_FACTOR = 3.0
 EMOTION = "Val"          # the attribute trained and tested (any of the three would do)
 SEED = 31
 QUICK = {"turns": 8, "batch": 4, "repeats": 1, "train_batches": 2, "matmul": 256, "rss_batch": 4,
-         "feature_files": 16, "scale_train_batches": 2}
+         "feature_files": 16, "scale_train_batches": 2, "predict_files": 3}
 FULL = {"turns": 480, "batch": 64, "repeats": 3, "train_batches": 0, "matmul": 2048, "rss_batch": None,
-        "feature_files": 2000, "scale_train_batches": 16}
+        "feature_files": 2000, "scale_train_batches": 16, "predict_files": 500}
 
 # method §2: MSP-Podcast v1.12, the size the estimate is for.
 V112_TRAIN = 112712
@@ -1480,6 +1480,8 @@ def parse_args(argv=None):
                    help="processes for the parallel feature-extraction and prediction rows (default 2)")
     p.add_argument("--feature-files", type=at_least(1, "--feature-files"), default=None,
                    help="WAV files of the feature-extraction rows (default 2000; 16 with --quick)")
+    p.add_argument("--predict-files", type=at_least(1, "--predict-files"), default=None,
+                   help="files of the end-to-end prediction rows (default 500; 3 with --quick)")
     p.add_argument("--train-batches", type=at_least(0, "--train-batches"), default=None,
                    help="training batches per timed epoch, the rest extrapolated; 0 = the whole sampled "
                         "epoch (default 0; 2 with --quick)")
@@ -1526,7 +1528,7 @@ def parse_args(argv=None):
     for key, flag in (("turns", "turns"), ("batch", "batch"), ("repeats", "repeats"),
                       ("train_batches", "train_batches"), ("matmul", "matmul_size"),
                       ("rss_batch", "rss_batch"), ("feature_files", "feature_files"),
-                      ("scale_train_batches", "scale_train_batches")):
+                      ("scale_train_batches", "scale_train_batches"), ("predict_files", "predict_files")):
         if getattr(args, flag) is None:
             setattr(args, flag, preset[key])
     if args.rss_batch is None:
@@ -1693,7 +1695,7 @@ def main(argv=None):
     base_prec = baseline_precision(device)
     fast_backends(device, bf16_train)
     n_eval = max(2, args.turns // 4)
-    n_predict = max(3, args.turns // 12)
+    n_predict = args.predict_files
     settings = {"turns": args.turns, "validation/test turns": n_eval, "predict files": n_predict,
                 "batch": args.batch, "model": args.model_type, "clusters": args.num_clusters,
                 "repeats": args.repeats, "workers": args.workers, "feature files": args.feature_files,
