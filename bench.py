@@ -515,7 +515,7 @@ def fast_epoch(model, train, val, optimizers, n_clusters, batch, device, bf16, r
     with clock("chunk features"):
         feats = train_main.compute_chunk_features(model, train.cache, batch, device, bf16)
     with clock("k-means"):
-        assignment = train_main.cluster_chunks(feats, n_clusters, rng)
+        assignment = train_main.cluster_chunks(feats, n_clusters, rng, device)
     with clock("sampling"):
         drawn = sentence_uniform_sample(assignment, n_clusters, rng)
     model.restore_cluster_head()
@@ -591,7 +591,7 @@ def baseline_epoch(model, reader, train_labels, val_reader, val_labels, optimize
     with clock("chunk features"):
         feats = baseline_chunk_features(model, reader, batch, device)
     with clock("k-means"):
-        assignment = train_main.cluster_chunks(feats, n_clusters, rng)
+        assignment = train_main.cluster_chunks(feats, n_clusters, rng, device)
     with clock("sampling"):
         drawn = sentence_uniform_sample(assignment, n_clusters, rng)
     model.restore_cluster_head()

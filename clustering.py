@@ -11,11 +11,19 @@ def faiss_has_gpu():
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def run_kmeans(features, n_clusters, seed, use_gpu=None):
+def kmeans_on_gpu(device):
+    """(use_gpu, GPU index) for k-means beside a network on `device`: the same CUDA device
+    when faiss has GPU support, the CPU for a CPU run (`--device cpu` keeps off the GPU)."""
+    if device is None or device.type != "cuda":
+        return False, 0
+    return faiss_has_gpu(), device.index or 0
+
+
+def run_kmeans(features, n_clusters, seed, use_gpu=None, gpu_index=0):
     """Cluster chunk vectors: K clusters, 20 iterations, L2, every point used, no PCA.
 
-    Runs on the GPU when faiss has GPU support and a GPU is there. Returns one
-    cluster index per row and the final k-means objective.
+    Runs on GPU `gpu_index` when `use_gpu` (default: when faiss has GPU support and a GPU is
+    there). Returns one cluster index per row and the final k-means objective.
     """
     import faiss
 
@@ -34,7 +42,7 @@ def run_kmeans(features, n_clusters, seed, use_gpu=None):
     if use_gpu:
         res = faiss.StandardGpuResources()
         cfg = faiss.GpuIndexFlatConfig()
-        cfg.device = 0
+        cfg.device = int(gpu_index)
         index = faiss.GpuIndexFlatL2(res, d, cfg)
     else:
         index = faiss.IndexFlatL2(d)

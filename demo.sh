@@ -6,8 +6,7 @@
 # the shipped models in ./trained_models are only read.
 set -euo pipefail
 cd "$(dirname "$0")"
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+source setup_env.sh
 PY=.venv/bin/python
 FLAGS="-ep 4 -batch 32 -emo Act -nc 10 -mt Temp-Triplet --model-dir demo_models"
 start=$(date +%s)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clustering import nmi, run_kmeans
+from clustering import kmeans_on_gpu, nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
 from model import (ARCH, build_model, canonical_state_dict, checkpoint_name, evaluate,
                    evaluation_copy, read_checkpoint, released_state_dict, triplet_indices, triplet_loss)
@@ -109,10 +109,12 @@ def compute_chunk_features(model, cache, batch_size, device, bf16, desc="feature
 
 
 # --- method §6 steps 3–4 -------------------------------------------------------------
-def cluster_chunks(features, n_clusters, rng):
-    """k-means with a new random seed each epoch; each chunk's cluster is its pseudo-label."""
+def cluster_chunks(features, n_clusters, rng, device=None):
+    """k-means with a new random seed each epoch; each chunk's cluster is its pseudo-label.
+    It runs on the training's CUDA device when faiss can, else on the CPU."""
     seed = int(rng.integers(0, 2**31 - 1))
-    assignment, _ = run_kmeans(features, n_clusters, seed)
+    use_gpu, gpu_index = kmeans_on_gpu(device)
+    assignment, _ = run_kmeans(features, n_clusters, seed, use_gpu, gpu_index)
     return assignment
 
 
@@ -329,7 +331,7 @@ def train(args):
         # Steps 1–4: cluster head off, chunk features, k-means pseudo-labels.
         model.remove_cluster_head()
         feats = compute_chunk_features(model, train_set.cache, args.batch_size, device, bf16)
-        assignment = cluster_chunks(feats, args.num_clusters, rng)
+        assignment = cluster_chunks(feats, args.num_clusters, rng, device)
         # Step 5: sentence-level uniform sampling of whole turns.
         drawn = sentence_uniform_sample(assignment, args.num_clusters, rng)
         # Steps 6–7: fresh cluster head, joint training.
@@ -366,7 +368,7 @@ def unsupervised_stage(model, pool, optimizers, args, device, bf16, rng, triplet
     stepping the model's SGD and the fresh top-layer SGD (not Adam)."""
     model.remove_cluster_head()
     feats = compute_chunk_features(model, pool, args.batch_size, device, bf16, desc="unlabelled features")
-    assignment = cluster_chunks(feats, args.num_clusters, rng)
+    assignment = cluster_chunks(feats, args.num_clusters, rng, device)
     drawn = sentence_uniform_sample(assignment, args.num_clusters, rng)
     model.restore_cluster_head()
     sgd = optimizers[0]   # the authors' release: Adam does not step in this stage (method §6)

@@ -375,8 +375,8 @@ def load_model(path, temporal_type, n_clusters, device="cpu"):
 
 # A CPU evaluation pass of 2 turns: its largest feature map (22 chunks × 32 × 62 × 128 fp32,
 # 22 MB) stays under glibc's largest mmap threshold (utils.reuse_freed_memory), so its memory
-# is reused from pass to pass instead of being page-faulted in afresh, which made a 64-turn
-# pass about half as fast (README, Performance).
+# is reused from pass to pass instead of being page-faulted in afresh (page faults were about a
+# third of a 64-turn pass's time in a profile).
 CPU_TURNS_PER_PASS = 2
 
 

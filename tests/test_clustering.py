@@ -69,3 +69,33 @@ def test_nmi_of_relabelled_permutation_is_one():
     assert nmi(perm[a], a) == pytest.approx(1.0, abs=1e-12)
     b = rng.integers(0, 6, 500)
     assert 0 <= nmi(a, b) < 0.05
+
+
+def test_kmeans_runs_where_the_network_runs(monkeypatch):
+    """--device cpu keeps k-means off the GPU; cuda:N clusters on GPU N when faiss can."""
+    import torch
+
+    import clustering
+
+    monkeypatch.setattr(clustering, "faiss_has_gpu", lambda: True)
+    assert clustering.kmeans_on_gpu(torch.device("cpu")) == (False, 0)
+    assert clustering.kmeans_on_gpu(None) == (False, 0)
+    assert clustering.kmeans_on_gpu(torch.device("cuda")) == (True, 0)
+    assert clustering.kmeans_on_gpu(torch.device("cuda:1")) == (True, 1)
+    monkeypatch.setattr(clustering, "faiss_has_gpu", lambda: False)
+    assert clustering.kmeans_on_gpu(torch.device("cuda:1")) == (False, 1)
+
+
+def test_training_passes_its_device_to_kmeans(monkeypatch):
+    import torch
+
+    import main as train_main
+
+    calls = []
+    monkeypatch.setattr(train_main, "kmeans_on_gpu", lambda device: (device.type == "cuda", 3))
+    monkeypatch.setattr(train_main, "run_kmeans",
+                        lambda x, k, seed, use_gpu, gpu_index: (calls.append((use_gpu, gpu_index)),
+                                                                (np.zeros(len(x), np.int64), 0.0))[1])
+    x = np.zeros((20, 4), np.float32)
+    train_main.cluster_chunks(x, 2, np.random.default_rng(0), torch.device("cpu"))
+    assert calls == [(False, 3)]

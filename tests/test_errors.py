@@ -330,7 +330,7 @@ def test_an_empty_cluster_does_not_break_the_sampler(corpus, tmp_path, monkeypat
     assert len(drawn) == 4
     # A whole training epoch whose k-means leaves a cluster empty.
     monkeypatch.setattr(train_script, "run_kmeans",
-                        lambda feats, k, seed: (np.arange(len(feats)) % (k - 1), 0.0))
+                        lambda feats, k, seed, *gpu: (np.arange(len(feats)) % (k - 1), 0.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         train_script.main([str(a) for a in train_argv(corpus, tmp_path, epochs=1)])

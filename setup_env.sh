@@ -1,0 +1,9 @@
+# Sourced by demo.sh and test.sh: make the virtual environment in .venv/ and install
+# requirements.txt into it when that file changed since the last install (a faiss build
+# swapped in by hand, as the README's GPU install does, is then left alone).
+[ -x .venv/bin/python ] || python3 -m venv .venv
+wanted="$(sha1sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat .venv/.requirements.sha1 2>/dev/null)" != "$wanted" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+    echo "$wanted" > .venv/.requirements.sha1
+fi

@@ -1,0 +1,125 @@
+"""The README as a newcomer follows it: its demo steps run as written in a clean copy of the
+repository and leave every committed file as it was; no training command in it names a
+committed checkpoint; demo.sh runs the same steps; every file it links exists."""
+import filecmp
+import itertools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import main as train_main
+from conftest import ROOT
+
+README = os.path.join(ROOT, "README.md")
+DEMO_HEADING = "### The demo, step by step"
+LOOP_VALUES = {"emo": ("Act", "Dom", "Val"), "mt": ("Temp-GRU", "Temp-CNN", "Temp-Trans", "Temp-Triplet"),
+               "n": ("0", "240"), "split": ("Test1", "Test2"), "p": ("fp32", "auto")}
+
+
+def tracked_files():
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    return [p for p in out.decode().split("\0") if p]
+
+
+def readme_text():
+    with open(README) as f:
+        return f.read()
+
+
+def bash_blocks(text):
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def commands(block):
+    """The command lines of a bash block: comments dropped, continuation lines joined."""
+    block = re.sub(r"\\\n\s*", " ", block)
+    return [line.split("  #")[0].strip() for line in block.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def demo_steps():
+    text = readme_text()
+    section = text[text.index(DEMO_HEADING):]
+    return commands(bash_blocks(section)[0])
+
+
+def python_script(cmd):
+    """(script, arguments) of a `.venv/bin/python script.py …` line, or None."""
+    words = shlex.split(cmd)
+    if len(words) < 2 or words[0] != ".venv/bin/python" or not words[1].endswith(".py"):
+        return None
+    return words[1], words[2:]
+
+
+def expand(cmd):
+    """A command line with its loop variables ($emo, $mt, …) given every value they take in
+    the README's loops, and path variables ($C, $L) given a placeholder."""
+    names = [n for n in LOOP_VALUES if re.search(r"\$%s\b" % n, cmd)]
+    cmd = re.sub(r"\$[CL]\b", "/corpus", cmd)
+    for values in itertools.product(*(LOOP_VALUES[n] for n in names)):
+        line = cmd
+        for name, value in zip(names, values):
+            line = re.sub(r"\$%s\b" % name, value, line)
+        yield line
+
+
+def test_the_demo_steps_are_the_steps_of_demo_sh():
+    steps = [python_script(c) for c in demo_steps()]
+    assert steps and all(steps)
+    with open(os.path.join(ROOT, "demo.sh")) as f:
+        script = f.read()
+    flags = dict(re.findall(r'^(\w+)="(.*)"$', script, flags=re.M))
+    ran = []
+    for line in script.splitlines():
+        match = re.search(r"\$PY (\S+\.py)(.*)$", line)
+        if match:
+            args = re.sub(r"\$(\w+)", lambda m: flags[m.group(1)], match.group(2))
+            ran.append((match.group(1), shlex.split(args)))
+    assert ran == steps
+
+
+def test_no_training_command_in_the_readme_names_a_committed_checkpoint():
+    committed = set(tracked_files())
+    seen = 0
+    for block in bash_blocks(readme_text()):
+        for cmd in commands(block):
+            for line in expand(cmd):
+                script = python_script(line.split(";")[-1].strip().removeprefix("do ").strip())
+                if script is None or script[0] != "main.py":
+                    continue
+                run = train_main.Run(train_main.parse_args(script[1]))
+                path = os.path.relpath(os.path.join(ROOT, run.checkpoint), ROOT)
+                assert path not in committed, line
+                seen += 1
+    assert seen >= 5
+
+
+def test_every_file_the_readme_links_exists():
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme_text()):
+        assert os.path.exists(os.path.join(ROOT, target)), target
+
+
+def test_the_demo_steps_run_in_a_clean_copy_and_leave_committed_files_untouched(tmp_path):
+    """The README's demo steps as a newcomer runs them (training shortened to 1 epoch), in a
+    copy of the committed files: every committed file is byte-identical afterwards."""
+    clone = tmp_path / "clone"
+    files = tracked_files()
+    for rel in files:
+        os.makedirs(clone / os.path.dirname(rel), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, rel), clone / rel)
+    for cmd in demo_steps():
+        script, args = python_script(cmd)
+        args = ["1" if prev == "-ep" else a for prev, a in zip([""] + args, args)]
+        done = subprocess.run([sys.executable, script, *args], cwd=clone, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"{cmd}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        assert "Traceback" not in done.stderr
+    changed = [rel for rel in files if not filecmp.cmp(os.path.join(ROOT, rel), clone / rel, shallow=False)]
+    assert changed == []
+    assert (clone / "pred_result.csv").is_file()
+    assert any(n.endswith(".pth.tar") for n in os.listdir(clone / "demo_models"))
