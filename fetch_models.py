@@ -1,7 +1,7 @@
 """Fetch the authors' released models and NormTerm (MIT licence) into released/<release>/.
 
-    python fetch_models.py v1.8 [-mt Temp-Trans] [--from LOCAL_CLONE] [--dest ./released]
-    python fetch_models.py v1.8-ssl
+    .venv/bin/python fetch_models.py v1.8 [-mt Temp-Trans] [--from LOCAL_CLONE] [--dest ./released]
+    .venv/bin/python fetch_models.py v1.8-ssl
 
 From the authors' public repository
 https://github.com/winston-lin-wei-cheng/Temporal-Enhanced-DeepEmoCluster
@@ -126,7 +126,7 @@ def check_release(name, temporal_type, root=RELEASED_DIR):
     missing = [p for p in release.files(temporal_type) if not os.path.isfile(os.path.join(base, p))]
     if missing:
         raise UserError(f"release {name} is not installed in {base} ({len(missing)} file(s) missing, "
-                        f"e.g. {missing[0]}). Fetch it with: python fetch_models.py {name}"
+                        f"e.g. {missing[0]}). Fetch it with: .venv/bin/python fetch_models.py {name}"
                         f"{'' if len(release.temporal_types) == 1 else ' -mt ' + temporal_type}"
                         f"{'' if same_folder(root, RELEASED_DIR) else ' --dest ' + root}")
     return release

@@ -21,7 +21,7 @@ def add_release_flag(parser):
     (pass them to apply_release after parsing)."""
     parser.add_argument("--release", metavar="NAME", choices=sorted(fetch_models.RELEASES),
                         help="use the authors' released models NAME (" + ", ".join(fetch_models.RELEASES)
-                             + "), fetched with `python fetch_models.py NAME`: sets the model and "
+                             + "), fetched with `.venv/bin/python fetch_models.py NAME`: sets the model and "
                                "NormTerm folders, -ep, -batch, -nc, -unlabel (and -mt when the "
                                "release has one type)")
     defaults = {dest: parser.get_default(dest) for dest in RELEASE_FLAGS}

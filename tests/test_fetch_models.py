@@ -276,7 +276,7 @@ def test_from_local_copy(release, tmp_path, capsys):
 
 def test_check_release(tmp_path, monkeypatch):
     root = str(tmp_path)
-    hint = "python fetch_models.py v1.8 -mt Temp-CNN --dest " + root
+    hint = ".venv/bin/python fetch_models.py v1.8 -mt Temp-CNN --dest " + root
     with pytest.raises(UserError, match=re.escape(hint)):
         check_release("v1.8", "Temp-CNN", root)
     monkeypatch.chdir(tmp_path)
