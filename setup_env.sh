@@ -2,8 +2,8 @@
 # requirements.txt into it when that file changed since the last install (a faiss build
 # swapped in by hand, as the README's GPU install does, is then left alone).
 [ -x .venv/bin/python ] || python3 -m venv .venv
-wanted="$(sha1sum requirements.txt | cut -d' ' -f1)"
-if [ "$(cat .venv/.requirements.sha1 2>/dev/null)" != "$wanted" ]; then
+wanted="$(cksum < requirements.txt)"     # POSIX: on Linux and macOS alike
+if [ "$(cat .venv/.requirements.sum 2>/dev/null)" != "$wanted" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
-    echo "$wanted" > .venv/.requirements.sha1
+    echo "$wanted" > .venv/.requirements.sum
 fi
