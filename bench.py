@@ -81,15 +81,16 @@ import norm_para  # noqa: E402
 import online_testing  # noqa: E402
 import prediction_process  # noqa: E402
 from dataloader import TURN_SHAPE, ChunkCache, LabelledTurns, batches  # noqa: E402
+from features import (chunk_starts, chunk_turn, extract_features, load_norm_term,  # noqa: E402
+                      normalise_features, pad_short_turn, walk_audio)
+from labels import feature_paths, read_labels, validation_split  # noqa: E402
 from model import (ARCH, build_model, checkpoint_name, load_model, prepare_for_inference,  # noqa: E402
                    released_state_dict, triplet_indices, triplet_loss)
-from utils import (CHUNKS_PER_TURN, EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, HOP_LENGTH,  # noqa: E402
-                   N_MELS, SAMPLE_RATE, TEMPORAL_TYPES, TRAIN_SPLIT, at_least, atomic_path,
-                   ccc_loss, ccc_metric, chunk_starts, chunk_turn, configure_backends,
-                   cpu_capability, cpu_flags, cpu_has_native_bf16, extract_features,
-                   feature_paths, load_norm_term, normalise_features, pad_short_turn, pick_device,
-                   read_labels, save_mat, save_torch, seed_everything, sentence_uniform_sample,
-                   use_bf16, use_channels_last, use_compile, validation_split, walk_audio)
+from runtime import (configure_backends, cpu_capability, cpu_flags, cpu_has_native_bf16,  # noqa: E402
+                     pick_device, seed_everything, use_bf16, use_channels_last, use_compile)
+from utils import (CHUNKS_PER_TURN, EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, HOP_LENGTH, N_MELS,  # noqa: E402
+                   SAMPLE_RATE, TEMPORAL_TYPES, TRAIN_SPLIT, at_least, atomic_path, ccc_loss,
+                   ccc_metric, save_mat, save_torch, sentence_uniform_sample)
 
 # method §5: encoder cost per chunk, forward; a training step is about 3× the forward.
 GFLOP_PER_CHUNK_FORWARD = 0.29
@@ -1343,7 +1344,8 @@ COMPILE_PROBE = (
     "sys.path.insert(0, sys.argv[1])\n"
     "import torch, torch.nn.functional as F\n"
     "from model import build_model\n"
-    "from utils import CHUNKS_PER_TURN, autocast, ccc_loss\n"
+    "from runtime import autocast\n"
+    "from utils import CHUNKS_PER_TURN, ccc_loss\n"
     "batch, mt, k, bf16, dev = int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == '1', sys.argv[6]\n"
     "device = torch.device(dev)\n"
     "torch.manual_seed(0)\n"

@@ -15,9 +15,10 @@ import warnings
 import numpy as np
 import torch
 
+from features import chunk_turn, is_whole_turn_chunked, normalise_features, short_turn_warning
+from labels import feature_paths, read_labels
 from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path,
-                   chunk_turn, feature_paths, is_whole_turn_chunked, load_mat, normalise_features,
-                   progress, read_labels, short_turn_warning)
+                   load_mat, progress)
 
 TURN_SHAPE = (CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS)
 CACHE_DTYPES = ("float32", "float16")

@@ -12,8 +12,9 @@ import csv
 import os
 import time
 
-from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path, extract_features,
-                   feature_pool, load_mat, progress, run_cli, save_mat, walk_audio)
+from features import extract_features, feature_pool, walk_audio
+from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path, load_mat,
+                   progress, run_cli, save_mat)
 
 # Data paths: edit these, or give them on the command line.
 INPUT_DIR = "./demo_corpus/Audios"

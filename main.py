@@ -19,13 +19,14 @@ import torch.nn.functional as F
 
 from clustering import kmeans_on_gpu, nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
+from features import load_norm_term
+from labels import validation_split
 from model import (ARCH, build_model, canonical_state_dict, checkpoint_name, evaluate,
                    evaluation_copy, read_checkpoint, released_state_dict, triplet_indices, triplet_loss)
-from utils import (CHUNKS_PER_TURN, COMPILE_MIN_BATCHES, COMPILE_MODES, TRAIN_SPLIT, UserError,
-                   add_model_args, atomic_path, autocast, ccc_loss, configure_backends,
-                   load_norm_term, pick_device, progress, run_cli, save_json, save_torch,
-                   seed_everything, sentence_uniform_sample, use_bf16, use_channels_last,
-                   use_compile, validation_split)
+from runtime import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends, pick_device,
+                     seed_everything, use_bf16, use_channels_last, use_compile)
+from utils import (CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, atomic_path, ccc_loss,
+                   progress, run_cli, save_json, save_torch, sentence_uniform_sample)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"

@@ -374,7 +374,7 @@ def load_model(path, temporal_type, n_clusters, device="cpu"):
 
 
 # A CPU evaluation pass of 2 turns: its largest feature map (22 chunks × 32 × 62 × 128 fp32,
-# 22 MB) stays under glibc's largest mmap threshold (utils.reuse_freed_memory), so its memory
+# 22 MB) stays under glibc's largest mmap threshold (runtime.reuse_freed_memory), so its memory
 # is reused from pass to pass instead of being page-faulted in afresh (page faults were about a
 # third of a 64-turn pass's time in a profile).
 CPU_TURNS_PER_PASS = 2
@@ -390,7 +390,7 @@ def turns_per_pass(model, device, turns):
 def evaluate(model, chunks, device, bf16=False):
     """model(chunks) in evaluation mode, run in passes of turns_per_pass turns: the outputs
     equal one pass over all the turns (each turn is independent in evaluation mode)."""
-    from utils import autocast
+    from runtime import autocast
 
     step = turns_per_pass(model, device, len(chunks))
     outs = []
@@ -404,7 +404,7 @@ def evaluate(model, chunks, device, bf16=False):
 def predict_batch(models, chunks, device, bf16=False, embeddings=False):
     """Each model's turn predictions (normalised scale) for one batch of chunked turns;
     with `embeddings`, (predictions, 256-d turn embeddings) per model."""
-    from utils import autocast
+    from runtime import autocast
 
     out = []
     for model in models:

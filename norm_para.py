@@ -12,8 +12,9 @@ import os
 import numpy as np
 
 from dataloader import load_features
-from utils import (EMOTIONS, NORM_VAR, N_MELS, UserError, feature_paths, load_mat, norm_files,
-                   progress, read_labels, run_cli, save_mat)
+from features import norm_files
+from labels import feature_paths, read_labels
+from utils import EMOTIONS, NORM_VAR, N_MELS, UserError, load_mat, progress, run_cli, save_mat
 
 # Data paths: edit these, or give them on the command line.
 LABELS_CSV = "./demo_corpus/Labels/labels_concensus.csv"

@@ -23,13 +23,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from features import (AUDIO_EXTENSIONS, chunk_turn, extract_features, feature_pool,
+                      is_whole_turn_chunked, load_norm_term, normalise_features,
+                      short_turn_warning, walk_audio)
 from model import EMBED_DIM, checkpoint_name, load_model, predict_batch, prepare_for_inference
 from release_flags import add_release_flag, apply_release
-from utils import (AUDIO_EXTENSIONS, CHUNKS_PER_TURN, DEFAULT_CLUSTERS, EMOTIONS, FRAMES_PER_CHUNK,
-                   UserError, add_model_args, at_least, atomic_path, chunk_turn, configure_backends,
-                   extract_features, feature_pool, is_whole_turn_chunked, load_norm_term,
-                   normalise_features, pick_device, progress, run_cli, seed_everything,
-                   short_turn_warning, use_bf16, use_channels_last, walk_audio)
+from runtime import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
+from utils import (CHUNKS_PER_TURN, DEFAULT_CLUSTERS, EMOTIONS, FRAMES_PER_CHUNK, UserError,
+                   add_model_args, at_least, atomic_path, progress, run_cli)
 from windows import CHUNK_SECONDS, audio_seconds, read_windows, window_features
 
 # Data paths: edit these, or give them on the command line.

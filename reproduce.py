@@ -38,8 +38,8 @@ import numpy as np
 
 import main as train_script
 from model import checkpoint_name
-from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, UserError, at_least, atomic_path,
-                   run_cli, save_json)
+from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, UserError, at_least, atomic_path, run_cli,
+                   save_json)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -12,8 +12,9 @@ import torch
 import bench
 from conftest import ROOT
 from dataloader import LabelledTurns
-from utils import (EMOTIONS, FEATURE_VAR, N_MELS, cpu_capability, cpu_flags, feature_paths, load_mat,
-                   read_labels, validation_split)
+from labels import feature_paths, read_labels, validation_split
+from runtime import cpu_capability, cpu_flags
+from utils import EMOTIONS, FEATURE_VAR, N_MELS, load_mat
 
 
 def test_synthetic_scale_corpus_has_plausible_mat_files_and_readable_labels(tmp_path):

@@ -24,7 +24,8 @@ import make_demo_corpus
 import norm_para
 import online_testing
 import prediction_process
-from utils import EMOTIONS, LABEL_COLUMN, load_norm_term, run_cli
+from features import load_norm_term
+from utils import EMOTIONS, LABEL_COLUMN, run_cli
 
 # A corpus small enough for a few seconds per script on 2 cores.
 CORPUS_FLAGS = ["--release", "v1.12", "--train", "16", "--validation", "6", "--test", "6",

@@ -29,10 +29,10 @@ import norm_para  # noqa: E402
 import online_testing  # noqa: E402
 import prediction_process  # noqa: E402
 from dataloader import LabelledTurns  # noqa: E402
+from features import normalise_features  # noqa: E402
 from model import ARCH, build_model, checkpoint_name, released_state_dict  # noqa: E402
-from utils import (EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, NORM_VAR, load_mat,  # noqa: E402
-                   normalise_features, run_cli, save_mat, save_torch, sentence_uniform_sample,
-                   sentence_uniform_weights)
+from utils import (EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, NORM_VAR, load_mat, run_cli, save_mat,  # noqa: E402
+                   save_torch, sentence_uniform_sample, sentence_uniform_weights)
 
 K = 4
 BATCH = 4

@@ -63,7 +63,7 @@ def run(cmd, timeout=1800):
 
 # --- (a) --------------------------------------------------------------------------------
 def test_configure_backends_turns_tf32_off_for_fp32():
-    from utils import configure_backends
+    from runtime import configure_backends
 
     if DRY_RUN:
         pytest.skip("dry run: configure_backends only acts on CUDA")

@@ -13,10 +13,10 @@ from conftest import ROOT, SR
 
 import prediction_process  # noqa: E402
 import windows  # noqa: E402
+from features import chunk_turn, extract_features, load_norm_term, normalise_features  # noqa: E402
 from model import (ARCH, build_model, checkpoint_name, predict_batch,  # noqa: E402
                    prepare_for_inference, released_state_dict)
-from utils import (EMOTIONS, FRAMES_PER_CHUNK, NORM_VAR, chunk_turn, extract_features,  # noqa: E402
-                   load_norm_term, normalise_features, run_cli, save_mat, save_torch)
+from utils import EMOTIONS, FRAMES_PER_CHUNK, NORM_VAR, run_cli, save_mat, save_torch  # noqa: E402
 
 K, EPOCHS, BATCH, MT = 4, 1, 4, "Temp-Triplet"
 SCORES = ["Aro-Score", "Dom-Score", "Val-Score"]

@@ -12,8 +12,8 @@ import torch
 import main as train_script
 from conftest import ROOT
 from dataloader import ChunkCache
+from features import load_norm_term
 from model import build_model
-from utils import load_norm_term
 
 
 def make_pool(tiny_corpus, tmp_path, n=8):

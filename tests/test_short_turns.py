@@ -11,9 +11,9 @@ import torch
 
 import online_testing
 from dataloader import LabelledTurns
+from features import chunk_turn, is_whole_turn_chunked, load_norm_term, normalise_features
 from model import ARCH, build_model, checkpoint_name, released_state_dict
-from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, chunk_turn, is_whole_turn_chunked,
-                   load_norm_term, normalise_features, save_mat, save_torch)
+from utils import CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, save_mat, save_torch
 
 
 @pytest.mark.parametrize("frames, whole", [(70, False), (62, False), (61, True), (53, True),

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 import main as train_main
 from dataloader import ChunkCache, LabelledTurns
+from features import load_norm_term
 from model import build_model
-from utils import CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS, ccc_loss, load_norm_term
+from utils import CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS, ccc_loss
 
 K = 3
 

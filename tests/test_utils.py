@@ -1,5 +1,6 @@
-"""Tests for utils.py (features, normalisation, chunking, CCC, sampling, labels), the
-feature extractor and the NormTerm computation, against method §1, §3, §4, §6."""
+"""Tests for features.py, labels.py and utils.py (features, normalisation, chunking, CCC,
+sampling, labels), the feature extractor and the NormTerm computation, against method §1,
+§3, §4, §6."""
 import csv
 import glob
 import os
@@ -11,7 +12,9 @@ import soundfile as sf
 import torch
 
 import feat_extract
+import features
 import utils
+from labels import feature_paths, read_labels
 from utils import UserError
 
 SR = 16000
@@ -22,25 +25,25 @@ SR = 16000
 def test_chunk_starts_follow_spec_formula(n_frames):
     step = (n_frames - 62) // 10
     expected = [i * step for i in range(11)]
-    assert list(utils.chunk_starts(n_frames)) == expected
+    assert list(features.chunk_starts(n_frames)) == expected
     # The last chunk stays inside the turn.
     assert expected[-1] + 62 <= n_frames
 
 
 def test_chunk_starts_known_values():
-    assert list(utils.chunk_starts(62)) == [0] * 11
-    assert list(utils.chunk_starts(63)) == [0] * 11
-    assert list(utils.chunk_starts(100)) == [3 * i for i in range(11)]
-    assert list(utils.chunk_starts(172)) == [11 * i for i in range(11)]
-    assert list(utils.chunk_starts(688)) == [62 * i for i in range(11)]
-    assert list(utils.chunk_starts(1000)) == [93 * i for i in range(11)]
+    assert list(features.chunk_starts(62)) == [0] * 11
+    assert list(features.chunk_starts(63)) == [0] * 11
+    assert list(features.chunk_starts(100)) == [3 * i for i in range(11)]
+    assert list(features.chunk_starts(172)) == [11 * i for i in range(11)]
+    assert list(features.chunk_starts(688)) == [62 * i for i in range(11)]
+    assert list(features.chunk_starts(1000)) == [93 * i for i in range(11)]
 
 
 @pytest.mark.parametrize("n_frames", [62, 63, 100, 172, 688, 1000])
 def test_chunk_turn_contents_equal_slices(n_frames):
     rng = np.random.default_rng(n_frames)
     feat = rng.standard_normal((n_frames, 128)).astype(np.float32)
-    chunks = utils.chunk_turn(feat)
+    chunks = features.chunk_turn(feat)
     assert chunks.shape == (11, 62, 128)
     step = (n_frames - 62) // 10
     for i in range(11):
@@ -49,14 +52,14 @@ def test_chunk_turn_contents_equal_slices(n_frames):
 
 def test_688_frames_gives_non_overlapping_chunks_covering_turn():
     feat = np.arange(688 * 128, dtype=np.float32).reshape(688, 128)
-    chunks = utils.chunk_turn(feat)
+    chunks = features.chunk_turn(feat)
     np.testing.assert_array_equal(chunks.reshape(-1, 128), feat[:682])
 
 
 def test_short_turn_is_zero_padded_to_one_chunk():
     rng = np.random.default_rng(1)
     feat = rng.uniform(0.5, 1.5, (40, 128)).astype(np.float32)
-    chunks = utils.chunk_turn(feat)
+    chunks = features.chunk_turn(feat)
     assert chunks.shape == (11, 62, 128)
     for i in range(11):
         np.testing.assert_array_equal(chunks[i], chunks[0])
@@ -73,7 +76,7 @@ def test_normalise_features_formula_nan_and_clip():
         [-10.0, 4.0, -2.9, 5.0, 4.0, 7.0],    # -5.5→-3, 4→+3, -2.9, 0/0, -1/0, 7→3
         [1.0, 0.5, 3.0, 5.0, 5.0, -3.0],      # 0, -3 exactly, 3 exactly, 0/0, 0/0, -3
     ])
-    out = utils.normalise_features(x, mean, std)
+    out = features.normalise_features(x, mean, std)
     expected = np.array([
         [1.0, 1.0, 0.5, 0.0, 3.0, 0.0],
         [-3.0, 3.0, -2.9, 0.0, -3.0, 3.0],
@@ -90,7 +93,7 @@ def test_normalise_features_random_matches_formula():
     mean = rng.normal(5, 1, 128)
     std = rng.uniform(0.5, 4, 128)
     expected = np.clip((x - mean) / std, -3, 3)
-    np.testing.assert_allclose(utils.normalise_features(x, mean, std), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(features.normalise_features(x, mean, std), expected, rtol=1e-6, atol=1e-6)
     # Some values were clipped on each side, so both branches ran.
     assert (np.abs((x - mean) / std) > 3).any()
 
@@ -255,38 +258,38 @@ def write_labels(path):
 
 def test_read_labels_filters_split_and_strips_extension(tmp_path):
     path = write_labels(str(tmp_path / "labels_concensus.csv"))
-    stems, labels = utils.read_labels(path, "Train", ("Act", "Val", "Dom"))
+    stems, labels = read_labels(path, "Train", ("Act", "Val", "Dom"))
     assert stems == ["MSP-PODCAST_0001_0001", "MSP-PODCAST_0001_0003", "MSP-PODCAST_0002_0006"]
     np.testing.assert_array_equal(labels["Act"], [1.5, 6.5, 3.25])
     np.testing.assert_array_equal(labels["Val"], [2.0, 5.0, 1.0])
     np.testing.assert_array_equal(labels["Dom"], [3.0, 4.5, 7.0])
-    stems, labels = utils.read_labels(path, "Validation", ("Dom",))
+    stems, labels = read_labels(path, "Validation", ("Dom",))
     assert stems == ["MSP-PODCAST_0001_0002"] and list(labels) == ["Dom"]
     np.testing.assert_array_equal(labels["Dom"], [4.0])
-    stems, labels = utils.read_labels(path, "Test1")
+    stems, labels = read_labels(path, "Test1")
     assert stems == ["MSP-PODCAST_0002_0004"] and labels == {}
 
 
 def test_read_labels_errors(tmp_path):
     path = write_labels(str(tmp_path / "labels_concensus.csv"))
     with pytest.raises(UserError, match="no rows in the split 'Test3'"):
-        utils.read_labels(path, "Test3")
+        read_labels(path, "Test3")
     with pytest.raises(UserError, match="not found"):
-        utils.read_labels(str(tmp_path / "nope.csv"), "Train")
+        read_labels(str(tmp_path / "nope.csv"), "Train")
     bad = tmp_path / "bad.csv"
     bad.write_text("FileName,Split_Set\nA.wav,Train\n")
     with pytest.raises(UserError, match="EmoAct"):
-        utils.read_labels(str(bad), "Train", ("Act",))
+        read_labels(str(bad), "Train", ("Act",))
 
 
 def test_feature_paths_and_missing_count(tmp_path):
     stems = [f"MSP-PODCAST_0001_{i:04d}" for i in range(5)]
     for s in stems[:3]:
         utils.save_mat(str(tmp_path / (s + ".mat")), "Audio_data", np.zeros((70, 128), np.float32))
-    paths = utils.feature_paths(str(tmp_path), stems[:3])
+    paths = feature_paths(str(tmp_path), stems[:3])
     assert paths == [os.path.join(str(tmp_path), s + ".mat") for s in stems[:3]]
     with pytest.raises(UserError) as err:
-        utils.feature_paths(str(tmp_path), stems)
+        feature_paths(str(tmp_path), stems)
     msg = str(err.value)
     assert "2 of 5" in msg
     assert "MSP-PODCAST_0001_0003.mat" in msg and "MSP-PODCAST_0001_0004.mat" in msg
@@ -313,16 +316,16 @@ def reference_mel(y, pad_mode="reflect"):
 
 def test_mel_spectrogram_equals_librosa_reflect():
     y = harmonic_tone()
-    mel = utils.mel_spectrogram(y)
+    mel = features.mel_spectrogram(y)
     assert mel.shape == (1 + len(y) // 256, 128)
     assert mel.dtype == np.float32
     ref = reference_mel(y)
     # The filterbank is built once and reused: librosa's result to float rounding, and
     # the same bytes on every call.
     np.testing.assert_allclose(mel, ref, rtol=1e-6, atol=1e-7 * ref.max())
-    np.testing.assert_array_equal(utils.mel_spectrogram(y), mel)
+    np.testing.assert_array_equal(features.mel_spectrogram(y), mel)
     # Peak normalisation: scaling the input changes nothing.
-    np.testing.assert_allclose(utils.mel_spectrogram(0.01 * y), mel, rtol=1e-4, atol=1e-7 * ref.max())
+    np.testing.assert_allclose(features.mel_spectrogram(0.01 * y), mel, rtol=1e-4, atol=1e-7 * ref.max())
     # The 440 Hz fundamental's band carries the most energy in the middle frames.
     import librosa
 
@@ -333,7 +336,7 @@ def test_mel_spectrogram_equals_librosa_reflect():
 
 def test_mel_spectrogram_pad_mode_matters_at_edges():
     y = harmonic_tone()
-    mel = utils.mel_spectrogram(y)
+    mel = features.mel_spectrogram(y)
     const = reference_mel(y, pad_mode="constant")
     # Interior frames do not see the padding: identical.
     np.testing.assert_allclose(mel[2:-2], const[2:-2], rtol=1e-5, atol=1e-7 * mel.max())
@@ -344,7 +347,7 @@ def test_mel_spectrogram_pad_mode_matters_at_edges():
 
 def test_mel_spectrogram_refuses_silence():
     with pytest.raises(ValueError, match="silent"):
-        utils.mel_spectrogram(np.zeros(4000, np.float32))
+        features.mel_spectrogram(np.zeros(4000, np.float32))
 
 
 def test_feat_extract_writes_audio_data_mat(tmp_path):
@@ -359,7 +362,7 @@ def test_feat_extract_writes_audio_data_mat(tmp_path):
     assert data.shape == (1 + len(y) // 256, 128)
     ref = reference_mel(y)
     np.testing.assert_allclose(data, ref, rtol=1e-5, atol=1e-7 * ref.max())
-    np.testing.assert_array_equal(data, utils.mel_spectrogram(y))
+    np.testing.assert_array_equal(data, features.mel_spectrogram(y))
 
 
 # --- method §3: NormTerm -------------------------------------------------------------------
@@ -390,11 +393,11 @@ def test_norm_term_files_shapes_and_values(tiny_corpus):
         assert mats[f"{emo}_norm_stds.mat"]["normal_para"][0, 0] == pytest.approx(np.std(y), rel=1e-12)
 
     # load_norm_term reads the same numbers back.
-    term = utils.load_norm_term(norm)
+    term = features.load_norm_term(norm)
     np.testing.assert_allclose(term["feat_mean"], frames.mean(axis=0), rtol=1e-9)
     assert term["Val_std"] == pytest.approx(np.std([float(r["EmoVal"]) for r in rows]), rel=1e-12)
 
 
 def test_load_norm_term_names_missing_files(tmp_path):
     with pytest.raises(UserError, match="feat_norm_means.mat"):
-        utils.load_norm_term(str(tmp_path))
+        features.load_norm_term(str(tmp_path))

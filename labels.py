@@ -1,0 +1,102 @@
+"""The labels file and its splits (method §2): which turns a split holds, their
+ratings, and the feature file of each.
+"""
+import os
+import warnings
+
+import numpy as np
+
+from utils import LABEL_COLUMN, VALIDATION_SPLITS, UserError
+
+MISSING_LABEL_TEXT = ("", "nan", "na", "n/a", "none")
+
+
+def read_label_table(csv_path, columns):
+    """The labels file as a table of strings; `columns` must be present (found by name,
+    in any order; other columns are ignored)."""
+    import pandas as pd
+
+    if not os.path.isfile(csv_path):
+        raise UserError(f"labels file not found: {csv_path}")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False,
+                            skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"labels file {csv_path} lacks the column(s) {', '.join(columns)} "
+                        "(it has: no header)")
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as err:
+        raise UserError(f"labels file {csv_path} is not a readable CSV file "
+                        f"({(str(err).splitlines() or [type(err).__name__])[0]})")
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise UserError(f"labels file {csv_path} lacks the column(s) {', '.join(missing)} "
+                        f"(it has: {', '.join(table.columns) or 'no header'})")
+    return table
+
+
+def label_splits(csv_path):
+    """The values of `Split_Set` in the labels file, in order of first appearance."""
+    table = read_label_table(csv_path, ["Split_Set"])
+    return list(dict.fromkeys(s.strip() for s in table["Split_Set"]))
+
+
+def validation_split(csv_path, asked="auto"):
+    """The split used for validation: `asked`, or with 'auto' `Validation` (v1.8) if the
+    file has it, else `Development` (v1.11 and later)."""
+    splits = label_splits(csv_path)
+    if asked != "auto":
+        return asked
+    for name in VALIDATION_SPLITS:
+        if name in splits:
+            return name
+    raise UserError(f"labels file {csv_path} has neither a Validation nor a Development split "
+                    f"(its splits: {', '.join(splits) or 'none'}); name one with --val-split")
+
+
+def read_labels(csv_path, split, emotions=()):
+    """File stems of one split and, per attribute asked for, their labels (1–7 scale).
+
+    Rows of the split that lack a label asked for are left out with a warning that
+    gives the count; a split without any such label (Test3 of v1.11 and later) is refused.
+    """
+    needed = ["FileName", "Split_Set"] + [LABEL_COLUMN[e] for e in emotions]
+    table = read_label_table(csv_path, needed)
+    rows = table[table["Split_Set"].str.strip() == split]
+    if rows.empty:
+        splits = list(dict.fromkeys(s.strip() for s in table["Split_Set"]))
+        raise UserError(f"labels file {csv_path} has no rows in the split '{split}' "
+                        f"(its splits: {', '.join(splits) or 'none'})")
+    keep = np.ones(len(rows), dtype=bool)
+    for emo in emotions:
+        text = rows[LABEL_COLUMN[emo]].str.strip()
+        absent = text.str.lower().isin(MISSING_LABEL_TEXT).to_numpy()
+        if absent.all():
+            raise UserError(f"the split '{split}' of {csv_path} has no {LABEL_COLUMN[emo]} labels "
+                            "(like Test3 of MSP-Podcast v1.11 and later): test on a labelled split, "
+                            "or predict its audio with prediction_process.py")
+        if absent.any():
+            warnings.warn(f"{int(absent.sum())} of {len(rows)} {split} row(s) of {csv_path} have no "
+                          f"{LABEL_COLUMN[emo]} label and are left out", stacklevel=2)
+        keep &= ~absent
+    rows = rows[keep]
+    stems = [os.path.splitext(os.path.basename(name.strip()))[0] for name in rows["FileName"]]
+    labels = {}
+    for emo in emotions:
+        column = LABEL_COLUMN[emo]
+        try:
+            labels[emo] = np.array([float(v) for v in rows[column]])
+        except ValueError as err:
+            raise UserError(f"labels file {csv_path}: a non-numeric {column} value ({err})")
+    return stems, labels
+
+
+def feature_paths(feat_dir, stems):
+    """The .mat of every stem; refuse with the count and first names of missing ones."""
+    paths = [os.path.join(feat_dir, s + ".mat") for s in stems]
+    missing = [s for s, p in zip(stems, paths) if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"{len(missing)} of {len(stems)} feature files missing in {feat_dir}, "
+                        f"e.g. {', '.join(m + '.mat' for m in missing[:5])}. "
+                        "Run feat_extract.py first (see README).")
+    return paths

@@ -1,0 +1,171 @@
+"""Where and how the network runs: the device, the CPU's vector capability, the
+precision (fp32 or bf16 autocast), torch.compile, memory reuse and backend flags.
+"""
+import os
+
+import numpy as np
+import torch
+
+from utils import UserError
+
+
+def pick_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+# --- the CPU's vector capability -------------------------------------------------
+# oneDNN instruction sets below native bf16: ONEDNN_MAX_CPU_ISA set to one of these makes
+# bf16 emulated (slow) even on a CPU that has it, as on a CPU without it.
+ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                     "AVX512_CORE_VNNI")
+ISAS_WITHOUT_AMX = ISAS_WITHOUT_BF16 + ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512")
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_capability():
+    """The CPU's vector capability as the convolutions see it: 'AMX', 'AVX-512 BF16',
+    'AVX-512', 'AVX2' or the machine name (e.g. 'arm64'), lowered by ONEDNN_MAX_CPU_ISA
+    and ATEN_CPU_CAPABILITY when they are set."""
+    import platform
+
+    flags = cpu_flags()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    capped_avx2 = isa.startswith(("SSE", "AVX2")) or isa == "AVX" or aten in ("avx2", "default")
+    if not flags:
+        return platform.machine() or "unknown"
+    if "amx_bf16" in flags and isa not in ISAS_WITHOUT_AMX and not capped_avx2:
+        return "AMX"
+    if "avx512_bf16" in flags and isa not in ISAS_WITHOUT_BF16 and not capped_avx2:
+        return "AVX-512 BF16"
+    if "avx512f" in flags and not capped_avx2:
+        return "AVX-512"
+    if "avx2" in flags and isa not in ("SSE41", "AVX"):
+        return "AVX2"
+    return platform.machine() or "unknown"
+
+
+def cpu_has_native_bf16():
+    """Whether bf16 convolutions run natively here (AVX-512 BF16 or AMX), not emulated."""
+    return cpu_capability() in ("AMX", "AVX-512 BF16")
+
+
+# --- precision, compilation and backends ---------------------------------------
+def use_bf16(precision, device, training=True):
+    """Whether to run under bfloat16 autocast.
+
+    'auto' turns it on for training where the hardware has native bf16 (a CUDA GPU
+    with bf16, or a CPU with AVX-512 BF16 or AMX); elsewhere, and for inference,
+    'auto' stays fp32, so released checkpoints give the authors' predictions to
+    float precision. 'bf16' forces it, 'fp32' keeps the original numerics exactly.
+    """
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    if not training:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+COMPILE_MODES = ("auto", "on", "off")
+# Full batches from which compiling the encoder pays for itself (bench.py: compiling costs about
+# 13-15 s once per process, 1.5 s with a warm cache; it saves about 2.8 s of a 64-turn fp32 step
+# on an AVX2 CPU and about 0.4 s of a bf16 step on a native-bf16 one).
+COMPILE_MIN_BATCHES = {"fp32": 10, "bf16": 50}
+
+
+def cxx_compiler():
+    """The C++ compiler torch.compile would use on the CPU, or None."""
+    import shutil
+
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def use_compile(mode, device, precision, full_batches, bf16=False):
+    """Whether training compiles the encoder (torch.compile, README Performance).
+
+    'on' and 'off' as asked. 'auto' where it pays: on the CPU fast path (not
+    --precision fp32, the original numerics exactly) with a C++ compiler, for a run of
+    at least COMPILE_MIN_BATCHES full batches (fewer in fp32, where a step gains more).
+    """
+    if mode != "auto":
+        return mode == "on"
+    return (device.type == "cpu" and precision != "fp32" and cxx_compiler() is not None
+            and full_batches >= COMPILE_MIN_BATCHES["bf16" if bf16 else "fp32"])
+
+
+# glibc's malloc: blocks up to 32 MiB (its largest mmap threshold) come from the heap and
+# are reused; up to 256 MiB of freed heap is kept rather than handed back to the system.
+MALLOC_MMAP_THRESHOLD = 32 * 2**20
+MALLOC_TRIM_THRESHOLD = 256 * 2**20
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def reuse_freed_memory():
+    """Let glibc reuse freed blocks of up to 32 MiB instead of returning them to the system.
+
+    By default a block above a (dynamic) threshold is mapped afresh for every tensor, and
+    every page of it is faulted in and zeroed by the kernel on first touch: a third of the
+    time of a CPU evaluation pass. Evaluation passes are sized to stay under this threshold
+    (model.CPU_TURNS_PER_PASS). Does nothing where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and \
+        bool(mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+
+
+def configure_backends(device, bf16):
+    """Memory reuse on the CPU (reuse_freed_memory); cuDNN autotuning on CUDA, and no TF32
+    unless bf16 was chosen, so fp32 stays fp32 on Ampere and later GPUs (released
+    checkpoints then reproduce to float precision)."""
+    reuse_freed_memory()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = bf16
+        torch.backends.cuda.matmul.allow_tf32 = bf16
+
+
+def use_channels_last(precision):
+    """Channels-last convolutions on the fast path; 'fp32' keeps the original NCHW layout."""
+    return precision != "fp32"
+
+
+def autocast(device, enabled):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def seed_everything(seed):
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
