@@ -1,0 +1,124 @@
+"""One run of a reproduce.py sweep: its cell and seed, the files it keeps in its folder, what
+it still needs (train, resume, test or nothing), the main.py and online_testing.py command
+lines that do it, and its results.csv row read back from the folder.
+
+Nothing here starts a process: an executor (sweep_local.py) runs the command lines.
+"""
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+import main as train_script
+from model import checkpoint_name
+
+ROOT = os.path.dirname(os.path.abspath(__file__))   # the scripts' folder: commands run from here
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell and seed of the grid, and the files it keeps in its folder."""
+    type: str
+    emo: str
+    k: int
+    unlabel: int
+    precision: str
+    seed: int
+    epochs: int
+    batch: int
+    folder: str
+
+    @property
+    def name(self):
+        return os.path.basename(self.folder)
+
+    def path(self, suffix):
+        """A file beside the checkpoint: '' → the checkpoint, '_history.json', '_resume.pth.tar'."""
+        name = checkpoint_name(self.epochs, self.batch, self.k, self.emo, self.type, self.unlabel)
+        return os.path.join(self.folder, name[:-len(".pth.tar")] + (suffix or ".pth.tar"))
+
+    def test_json(self, split):
+        return os.path.join(self.folder, f"test_{split}.json")
+
+
+def read_json(path):
+    """A JSON file's contents, or None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def trained_epochs(run):
+    history = read_json(run.path("_history.json"))
+    try:
+        return len(history["val_loss"])
+    except (TypeError, KeyError):
+        return 0
+
+
+def plan(run, split):
+    """What a run still needs: 'done', 'test', 'resume', 'overwrite' or 'train'."""
+    has_ckpt = os.path.isfile(run.path(""))
+    epochs = trained_epochs(run)
+    if has_ckpt and read_json(run.test_json(split)) is not None:
+        return "done"
+    if has_ckpt and epochs >= run.epochs:
+        return "test"        # training finished (its history is written after the checkpoint)
+    if os.path.isfile(run.path("_resume.pth.tar")) and has_ckpt and epochs > 0:
+        return "resume"      # killed after a completed epoch
+    if has_ckpt:
+        return "overwrite"   # killed inside epoch 1's saving: a checkpoint without a resume state
+    return "train"
+
+
+def commands(run, s, device, action):
+    """The main.py and online_testing.py command lines a run still needs."""
+    model = ["-ep", str(run.epochs), "-batch", str(run.batch), "-emo", run.emo, "-nc", str(run.k),
+             "-mt", run.type, "-unlabel", str(run.unlabel), "--precision", run.precision,
+             "--norm-dir", s.norm_dir, "--model-dir", run.folder, "--device", device,
+             "--features", s.features, "--labels", s.labels, "--cache-dir", s.cache_dir]
+    out = []
+    if action in ("train", "resume", "overwrite"):
+        extra = {"train": [], "resume": ["--resume"], "overwrite": ["--overwrite"]}[action]
+        out.append(("main", [sys.executable, "main.py"] + model +
+                    ["--seed", str(run.seed), "--unlabeled-features", s.unlabeled_features,
+                     "--val-split", s.val_split] + extra))
+    out.append(("test", [sys.executable, "online_testing.py"] + model +
+                ["--split", s.split, "--result-json", run.test_json(s.split)]))
+    return out
+
+
+def trained_device(run):
+    """Device and arithmetic of the last training, as main.py's log reports them ('cpu (bf16)')."""
+    try:
+        with open(os.path.join(run.folder, "main.log")) as f:
+            found = re.findall(r"^training .* on (\S+) \((bf16|fp32)\)\s*$", f.read(), re.M)
+    except OSError:
+        return ""
+    return f"{found[-1][0]} ({found[-1][1]})" if found else ""
+
+
+def make_row(run, s):
+    """The results.csv row of a run from its folder: finished, or failed at its last attempt;
+    None for a run not attempted yet or left unfinished (it runs again)."""
+    record = read_json(os.path.join(run.folder, "run.json")) or {}
+    done = plan(run, s.split) == "done"
+    if not done and (record.get("split"), record.get("status")) != (s.split, "failed"):
+        return None
+    result = read_json(run.test_json(s.split)) if done else None
+    history = read_json(run.path("_history.json"))
+    best = seconds = ""
+    if history and history.get("val_loss"):
+        best = train_script.saved_epoch(history)
+        seconds = sum(history.get("seconds", [])) + (record.get("test_seconds") or 0)
+        seconds = f"{seconds:.1f}"
+    return {"type": run.type, "attribute": run.emo, "K": run.k, "unlabel": run.unlabel,
+            "seed": run.seed, "epochs": run.epochs, "batch": run.batch, "split": s.split,
+            "CCC": repr(float(result["ccc"])) if result else "", "best_epoch": best,
+            "seconds": seconds, "precision": run.precision, "device": trained_device(run),
+            "commit": record.get("commit", ""),
+            "status": "ok" if done else "failed",
+            "error": "" if done else record.get("error", "")}
