@@ -3,9 +3,9 @@
 
     python images/make_long_recording.py [--out demo_corpus/Long] [--minutes 2]
 
-One synthetic speaker (make_demo_corpus.py's voice model) talks for --minutes in turns of
-4-6 s separated by short pauses; arousal and dominance rise and fall once over the
-recording, valence drifts the other way. Writes `long_recording.wav` and
+One synthetic speaker (make_demo_corpus.py's speaker, demo_speech.py's voice) talks for
+--minutes in turns of 4-6 s separated by short pauses; arousal and dominance rise and fall
+once over the recording, valence drifts the other way. Writes `long_recording.wav` and
 `long_recording_truth.csv` (each turn's start, end and the three attributes on the 1-7
 scale the corpus's raters use) into --out. The same arguments give the same bytes.
 """
@@ -19,6 +19,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import demo_speech as speech  # noqa: E402
 import make_demo_corpus as demo  # noqa: E402
 from utils import atomic_path, run_cli  # noqa: E402
 
@@ -47,12 +48,12 @@ def build(minutes):
         if seconds < 1.0:
             break
         latent = latent_at((t + seconds / 2) / total)
-        audio = demo.synthesize_turn(rng, speaker, latent, seconds)[:int(seconds * demo.SAMPLE_RATE)]
+        audio = speech.synthesize_turn(rng, speaker, latent, seconds)[:int(seconds * speech.SAMPLE_RATE)]
         act, val, dom = demo.ATTRIBUTE_CENTRE + demo.ATTRIBUTE_SPREAD * latent
         truth.append((round(t, 3), round(t + seconds, 3), act, dom, val))
-        pause = np.zeros(int(rng.uniform(*PAUSE_SECONDS) * demo.SAMPLE_RATE))
+        pause = np.zeros(int(rng.uniform(*PAUSE_SECONDS) * speech.SAMPLE_RATE))
         pieces += [audio, pause]
-        t += seconds + len(pause) / demo.SAMPLE_RATE
+        t += seconds + len(pause) / speech.SAMPLE_RATE
     pcm = np.rint(np.concatenate(pieces) * demo.INT16_FULL_SCALE).astype("<i2")
     return pcm, truth
 
@@ -73,7 +74,7 @@ def main(argv=None):
             w = csv.writer(f)
             w.writerow(["Start", "End", "Act", "Dom", "Val"])
             w.writerows((s, e, f"{a:.3f}", f"{d:.3f}", f"{v:.3f}") for s, e, a, d, v in truth)
-    print(f"{len(pcm) / demo.SAMPLE_RATE:.1f} s, {len(truth)} turns: {wav}")
+    print(f"{len(pcm) / speech.SAMPLE_RATE:.1f} s, {len(truth)} turns: {wav}")
 
 
 if __name__ == "__main__":
