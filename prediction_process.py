@@ -3,13 +3,14 @@
     python prediction_process.py --input AUDIO_DIR --output pred_result.csv -mt Temp-Triplet
     python prediction_process.py --release v1.8-ssl --input AUDIO_DIR --output pred_result.csv
     python prediction_process.py --input AUDIO_DIR --window 11 --plot plots/ --embeddings emb/
+    python prediction_process.py --onnx onnx/ --input AUDIO_DIR    # files of export_onnx.py
 
 WAV, FLAC, OGG and MP3 files at any sample rate, mono or stereo. Features as in
 feat_extract.py, normalised with NormTerm, chunked, run through the three attribute
-models of one temporal type. Writes a CSV with File_Name, Aro-Score, Dom-Score,
-Val-Score, one row per file in sorted walk order; with --window, one row per window
-(File_Name, Start, End in seconds, then the scores), each window predicted as one
-turn. Files or windows that cannot be predicted are listed with the reason in
+models of one temporal type (in PyTorch, or with --onnx through ONNX Runtime). Writes
+a CSV with File_Name, Aro-Score, Dom-Score, Val-Score, one row per file in sorted walk
+order; with --window, one row per window (File_Name, Start, End in seconds, then the
+scores), each window predicted as one turn. Files or windows that cannot be predicted are listed with the reason in
 `<output>_errors.csv` next to it.
 """
 import argparse
@@ -26,11 +27,11 @@ import torch
 from features import (AUDIO_EXTENSIONS, chunk_turn, extract_features, feature_pool,
                       is_whole_turn_chunked, load_norm_term, normalise_features,
                       short_turn_warning, walk_audio)
-from model import EMBED_DIM, checkpoint_name, load_model, predict_batch, prepare_for_inference
-from release_flags import add_release_flag, apply_release
+from model import EMBED_DIM, load_model, predict_batch, prepare_for_inference
+from release_flags import RELEASE_FLAGS, add_model_selection, apply_release, attribute_checkpoints
 from runtime import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
-from utils import (CHUNKS_PER_TURN, DEFAULT_CLUSTERS, EMOTIONS, FRAMES_PER_CHUNK, UserError,
-                   add_model_args, at_least, atomic_path, progress, run_cli)
+from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, UserError, atomic_path, progress,
+                   run_cli)
 from windows import CHUNK_SECONDS, audio_seconds, read_windows, window_features
 
 # Data paths: edit these, or give them on the command line.
@@ -46,19 +47,11 @@ LONG_RECORDING_SECONDS = 11.0
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                conflict_handler="resolve")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", default=INPUT_DIR,
                    help=f"folder searched recursively for audio files ({', '.join(AUDIO_EXTENSIONS)})")
     p.add_argument("--output", default=OUTPUT_CSV, help="the CSV to write")
-    add_model_args(p, emotion=False, clusters=False)
-    p.add_argument("-nc", "--num_clusters", type=cluster_counts, default=[DEFAULT_CLUSTERS] * 3,
-                   help="clusters K of the models: one K, or Act,Dom,Val (e.g. 30,30,10 for the "
-                        "authors' semi-supervised Temp-Trans release); default 10")
-    p.add_argument("-unlabel", "--unlabel_size", type=unlabel_counts, default=[0] * 3,
-                   help="unlabelled turns N the models were trained with: one N, or Act,Dom,Val "
-                        "(e.g. 100000,100000,15000 for the authors' semi-supervised release); "
-                        "default 0")
+    defaults = add_model_selection(p)
     p.add_argument("--workers", type=int, default=1, help="feature-extraction processes")
     p.add_argument("--window", type=seconds("--window"), metavar="SECONDS",
                    help="predict each window of SECONDS (at least one chunk, "
@@ -70,8 +63,13 @@ def parse_args(argv=None):
     p.add_argument("--embeddings", metavar="DIR",
                    help="also write each row's 256-d turn embedding of each attribute model: "
                         "DIR/embeddings_{Act,Dom,Val}.npy and DIR/index.csv")
-    defaults = add_release_flag(p)
+    p.add_argument("--onnx", metavar="DIR",
+                   help="predict with the three models export_onnx.py wrote into DIR, through ONNX "
+                        "Runtime's CPU provider instead of PyTorch (models, settings and NormTerm "
+                        "come from the files)")
     args = p.parse_args(argv)
+    if args.onnx is not None:
+        check_onnx_flags(p, args)
     if args.workers < 1:
         p.error("--workers must be at least 1")
     if args.window is not None and args.window < CHUNK_SECONDS:
@@ -86,20 +84,17 @@ def parse_args(argv=None):
     return apply_release(args, defaults)
 
 
-def per_attribute(flag, symbol, minimum):
-    """An argparse type: one integer for all three models, or three comma-separated (Act,Dom,Val)."""
-    def parse(text):
-        parts = text.split(",")
-        if len(parts) not in (1, len(EMOTIONS)):
-            raise argparse.ArgumentTypeError(f"{flag} takes one {symbol} or three (Act,Dom,Val), "
-                                             f"got {text!r}")
-        values = [at_least(minimum, flag)(part) for part in parts]
-        return values * len(EMOTIONS) if len(values) == 1 else values
-    return parse
-
-
-cluster_counts = per_attribute("-nc", "K", 2)
-unlabel_counts = per_attribute("-unlabel", "N", 0)
+def check_onnx_flags(parser, args):
+    """--onnx takes everything from its files and runs on the CPU in fp32: flags that would
+    pick other models, another device or bf16 are refused."""
+    given = [flag for dest, flag in RELEASE_FLAGS.items() if getattr(args, dest) is not None]
+    given += ["--release"] if args.release else []
+    if given:
+        parser.error(f"--onnx takes the models, their settings and NormTerm from its files: "
+                     f"leave out {', '.join(given)}")
+    if args.device not in ("auto", "cpu") or args.precision == "bf16":
+        parser.error("--onnx runs on ONNX Runtime's CPU provider in fp32: leave out --device and "
+                     "--precision")
 
 
 def seconds(flag):
@@ -118,12 +113,22 @@ def seconds(flag):
 
 def load_attribute_models(args, device):
     """The Act, Dom and Val models of the flags, ready for inference."""
-    models = []
-    for emo, k, n in zip(EMOTIONS, args.num_clusters, args.unlabel_size):
-        name = checkpoint_name(args.epochs, args.batch_size, k, emo, args.model_type, n)
-        model = load_model(os.path.join(args.model_dir, name), args.model_type, k)
-        models.append(prepare_for_inference(model, device, use_channels_last(args.precision)))
-    return models
+    return [prepare_for_inference(load_model(path, args.model_type, k), device, use_channels_last(args.precision))
+            for _, k, _, path in attribute_checkpoints(args)]
+
+
+def load_runner(args):
+    """What predicts: the exported files of --onnx through ONNX Runtime, or the checkpoints
+    the flags pick in PyTorch, with their NormTerm."""
+    if args.onnx:
+        from onnx_models import OnnxModels
+
+        return OnnxModels(args.onnx)
+    device = pick_device(args.device)
+    bf16 = use_bf16(args.precision, device, training=False)
+    configure_backends(device, bf16)
+    norm = load_norm_term(args.norm_dir)
+    return TorchModels(load_attribute_models(args, device), norm, device, bf16)
 
 
 # --- turns: whole files, or windows of them --------------------------------------------------------
@@ -198,6 +203,24 @@ class Prediction(NamedTuple):
     long_files: list            # (File_Name, seconds) of whole files longer than LONG_RECORDING_SECONDS
 
 
+class TorchModels(NamedTuple):
+    """The three attribute models in PyTorch and the NormTerm they were trained with
+    (onnx_models.OnnxModels is the same for exported files)."""
+    models: list
+    norm: dict
+    device: torch.device
+    bf16: bool = False
+
+    def predict(self, feats, embeddings=False):
+        """Each model's scores on the label scale (models × turns) for a list of raw (frames,
+        128) turns and, with `embeddings`, their turn embeddings (models × turns × 256)."""
+        chunked = [chunk_turn(normalise_features(feat, self.norm["feat_mean"], self.norm["feat_std"]),
+                              whole_short_turns=True) for feat in feats]
+        scores, vectors = run_models(chunked, self.models, self.device, self.bf16, embeddings)
+        return np.stack([scores[m] * self.norm[f"{e}_std"] + self.norm[f"{e}_mean"]
+                         for m, e in enumerate(EMOTIONS)]), vectors
+
+
 def run_models(chunked, models, device, bf16, embeddings=False):
     """Each model's normalised predictions (models × turns) for a list of chunked turns and,
     with `embeddings`, their 256-d turn embeddings (models × turns × 256).
@@ -220,32 +243,31 @@ def run_models(chunked, models, device, bf16, embeddings=False):
     return scores, vectors
 
 
-def score_rows(turns, scores, norm, windowed):
-    """CSV rows: File_Name[, Start, End] and the three scores mapped back to the label scale."""
-    denorm = [scores[m] * norm[f"{e}_std"] + norm[f"{e}_mean"] for m, e in enumerate(EMOTIONS)]
+def score_rows(turns, scores, windowed):
+    """CSV rows: File_Name[, Start, End] and the three scores (models × turns, label scale)."""
     rows = []
     for j, turn in enumerate(turns):
         span = (round(turn.start, SECONDS_DECIMALS), round(turn.end, SECONDS_DECIMALS)) if windowed else ()
-        rows.append((turn.name,) + span + tuple(float(d[j]) for d in denorm))
+        rows.append((turn.name,) + span + tuple(float(s[j]) for s in scores))
     return rows
 
 
-def predict_folder(paths, models, norm, device, bf16, workers=1, window=None, hop=None,
-                   embeddings=False):
-    """Predictions of every file (or, with `window`, every window of every file) in `paths`.
+def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=False):
+    """Predictions of every file (or, with `window`, every window of every file) in `paths`
+    by `runner` (TorchModels or onnx_models.OnnxModels).
 
     Works through the turns in blocks, so memory grows neither with the folder nor with
     the length of a recording.
     """
     rows, errors, turns, long_files, whole, padded = [], [], [], [], [], []
-    vectors = [[] for _ in models]
+    vectors = [[] for _ in EMOTIONS]
     pool = feature_pool(workers) if workers > 1 else None
     bar = progress(total=len(paths), desc="predict", unit="file")
     try:
         for block in blocks(turn_sources(paths, window, hop, errors)):
             sources = [source for _, source in block]
             feats = pool.map(turn_features, sources, chunksize=4) if pool else map(turn_features, sources)
-            kept, chunked = [], []
+            kept, kept_feats = [], []
             for (turn, _), (feat, reason, duration) in zip(block, feats):
                 if feat is None:
                     errors.append((turn.name, turn.describe(reason)))
@@ -255,14 +277,13 @@ def predict_folder(paths, models, norm, device, bf16, workers=1, window=None, ho
                 if window is None and duration > LONG_RECORDING_SECONDS:
                     long_files.append((turn.name, duration))
                 kept.append(turn)
-                chunked.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"]),
-                                          whole_short_turns=True))
+                kept_feats.append(feat)
             if kept:
-                scores, emb = run_models(chunked, models, device, bf16, embeddings)
-                rows += score_rows(kept, scores, norm, windowed=window is not None)
+                scores, emb = runner.predict(kept_feats, embeddings)
+                rows += score_rows(kept, scores, windowed=window is not None)
                 turns += kept
                 if embeddings:
-                    for m in range(len(models)):
+                    for m in range(len(EMOTIONS)):
                         vectors[m].append(emb[m])
             bar.update(sum(turn.last for turn, _ in block))
     finally:
@@ -319,8 +340,10 @@ def write_plots(folder, result, title):
     return len(by_file)
 
 
-def models_title(args):
+def models_title(args, runner):
     """What made the predictions: the temporal type, and the release or the model folder."""
+    if args.onnx:
+        return f"{runner.temporal_type} models ({runner.source})"
     source = f"release {args.release}" if args.release else args.model_dir
     return f"{args.model_type} models ({source})"
 
@@ -343,13 +366,9 @@ def main(argv=None):
     if not paths:
         raise UserError(f"no .wav files found under {args.input}, nor any other audio file "
                         f"({', '.join(AUDIO_EXTENSIONS[1:])})")
-    device = pick_device(args.device)
-    bf16 = use_bf16(args.precision, device, training=False)
-    configure_backends(device, bf16)
-    norm = load_norm_term(args.norm_dir)
-    models = load_attribute_models(args, device)
+    runner = load_runner(args)
     t0 = time.time()
-    result = predict_folder(paths, models, norm, device, bf16, args.workers, args.window, args.hop,
+    result = predict_folder(paths, runner, args.workers, args.window, args.hop,
                             embeddings=bool(args.embeddings))
     windowed = args.window is not None
     header = ["File_Name"] + (["Start", "End"] if windowed else []) + [SCORE_COLUMNS[e] for e in EMOTIONS]
@@ -361,14 +380,14 @@ def main(argv=None):
         os.remove(report)
     predicted = len({turn.path for turn in result.turns})
     what = f"{len(result.rows)} window(s) of {predicted}" if windowed else f"{predicted}"
-    print(f"{what} of {len(paths)} file(s) predicted with {models_title(args)} "
+    print(f"{what} of {len(paths)} file(s) predicted with {models_title(args, runner)} "
           f"in {time.time() - t0:.1f}s: {args.output}")
     if args.embeddings:
         write_embeddings(args.embeddings, result, windowed)
         print(f"turn embeddings ({len(result.rows)} row(s) × {EMBED_DIM} per attribute model): "
               f"{args.embeddings}")
     if args.plot:
-        print(f"{write_plots(args.plot, result, models_title(args))} plot(s): {args.plot}")
+        print(f"{write_plots(args.plot, result, models_title(args, runner))} plot(s): {args.plot}")
     if others:
         print(f"{len(others)} non-audio file(s) skipped")
     if result.long_files:

@@ -1,14 +1,16 @@
-"""--release NAME for prediction_process.py and online_testing.py: the authors' released
-models (fetched by fetch_models.py) with the settings their file names encode.
+"""--release NAME for prediction_process.py, export_onnx.py and online_testing.py: the authors'
+released models (fetched by fetch_models.py) with the settings their file names encode; and
+the flags that pick the three attribute models of prediction and export.
 
 The flags a release sets get no argparse default: left out, they take the release's
 value with --release and their usual default without. Given explicitly, they must
 agree with the release.
 """
+import argparse
 import os
 
 import fetch_models
-from utils import EMOTIONS, UserError
+from utils import DEFAULT_CLUSTERS, EMOTIONS, UserError, add_model_args, at_least
 
 # dest → the flag that sets it, for the flags a release decides.
 RELEASE_FLAGS = {"epochs": "-ep", "batch_size": "-batch", "num_clusters": "-nc",
@@ -78,3 +80,44 @@ def same_setting(dest, given, implied):
 def shown(value):
     """A flag value as it is typed: 30,30,10 for a list."""
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+# --- the three attribute models: prediction_process.py and export_onnx.py ----------------------------
+def per_attribute(flag, symbol, minimum):
+    """An argparse type: one integer for all three models, or three comma-separated (Act,Dom,Val)."""
+    def parse(text):
+        parts = text.split(",")
+        if len(parts) not in (1, len(EMOTIONS)):
+            raise argparse.ArgumentTypeError(f"{flag} takes one {symbol} or three (Act,Dom,Val), "
+                                             f"got {text!r}")
+        values = [at_least(minimum, flag)(part) for part in parts]
+        return values * len(EMOTIONS) if len(values) == 1 else values
+    return parse
+
+
+cluster_counts = per_attribute("-nc", "K", 2)
+unlabel_counts = per_attribute("-unlabel", "N", 0)
+
+
+def add_model_selection(parser, runtime=True):
+    """The flags that pick the Act, Dom and Val models of one temporal type: -ep -batch -mt
+    --model-dir --norm-dir, -nc and -unlabel (one value, or Act,Dom,Val), --release and,
+    with `runtime`, --device and --precision. Returns the defaults to pass to apply_release."""
+    add_model_args(parser, one_model=False, runtime=runtime)
+    parser.add_argument("-nc", "--num_clusters", type=cluster_counts, default=[DEFAULT_CLUSTERS] * 3,
+                        help="clusters K of the models: one K, or Act,Dom,Val (e.g. 30,30,10 for the "
+                             "authors' semi-supervised Temp-Trans release); default 10")
+    parser.add_argument("-unlabel", "--unlabel_size", type=unlabel_counts, default=[0] * 3,
+                        help="unlabelled turns N the models were trained with: one N, or Act,Dom,Val "
+                             "(e.g. 100000,100000,15000 for the authors' semi-supervised release); "
+                             "default 0")
+    return add_release_flag(parser)
+
+
+def attribute_checkpoints(args):
+    """(emotion, K, N, checkpoint path) of the Act, Dom and Val models the flags pick."""
+    from model import checkpoint_name
+
+    return [(emo, k, n, os.path.join(args.model_dir, checkpoint_name(args.epochs, args.batch_size, k, emo,
+                                                                     args.model_type, n)))
+            for emo, k, n in zip(EMOTIONS, args.num_clusters, args.unlabel_size)]

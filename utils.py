@@ -1,6 +1,7 @@
 """What every script shares: the method's constants, errors and the command-line
 runner, safe file writing, the CCC metric and loss, sentence-level uniform sampling,
 the progress bar and the shared flags.
+It imports no torch at import time, so the feature front end (features.py) runs without it.
 
 Every number here is from docs/method.md and is defined once. The feature front end
 is in features.py, the labels file in labels.py, devices and precision in runtime.py.
@@ -13,7 +14,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import scipy.io
-import torch
 
 # --- method §3: features ---------------------------------------------------
 SAMPLE_RATE = 16000
@@ -107,6 +107,8 @@ def save_json(path, obj):
 
 
 def save_torch(path, obj):
+    import torch
+
     # Saved through a file object: given a file name, torch names the archive's top folder
     # after it, so the random temporary name would make identical contents differ in bytes.
     with atomic_path(path) as tmp:
@@ -129,7 +131,7 @@ def ccc_loss(pred, true):
     pred = pred.reshape(-1).float()
     true = true.reshape(-1).float()
     mp, mt = pred.mean(), true.mean()
-    cov = torch.mean((true - mt) * (pred - mp))
+    cov = ((true - mt) * (pred - mp)).mean()
     return 1 - 2 * cov / (true.var() + pred.var() + (mt - mp) ** 2)
 
 
@@ -180,28 +182,33 @@ def at_least(minimum, what):
     return parse
 
 
-def add_model_args(parser, emotion=True, clusters=True):
-    """The original's five flags (-ep -batch -emo -nc -mt) and the shared run flags."""
+def add_model_args(parser, one_model=True, runtime=True):
+    """The original's five flags (-ep -batch -emo -nc -mt) and the shared run flags.
+
+    Without `one_model` (prediction, export: three attribute models), no -emo, -nc or
+    -unlabel: release_flags.add_model_selection adds per-attribute ones. Without `runtime`,
+    no --device or --precision."""
     parser.add_argument("-ep", "--epochs", type=at_least(1, "-ep"), default=DEFAULT_EPOCHS,
                         help=f"training epochs (default {DEFAULT_EPOCHS})")
     parser.add_argument("-batch", "--batch_size", type=at_least(1, "-batch"), default=DEFAULT_BATCH,
                         help=f"turns per batch (default {DEFAULT_BATCH})")
-    if emotion:
+    if one_model:
         parser.add_argument("-emo", "--emo_attr", choices=EMOTIONS, default="Val",
                             help="emotional attribute (default Val)")
-    if clusters:
         parser.add_argument("-nc", "--num_clusters", type=at_least(2, "-nc"),
                             default=DEFAULT_CLUSTERS,
                             help=f"k-means clusters K (default {DEFAULT_CLUSTERS})")
     parser.add_argument("-mt", "--model_type", choices=TEMPORAL_TYPES, default="Temp-Triplet",
                         help="temporal modelling (default Temp-Triplet)")
-    parser.add_argument("-unlabel", "--unlabel_size", type=at_least(0, "-unlabel"), default=0,
-                        help="unlabelled turns per epoch for semi-supervised training (default 0)")
+    if one_model:
+        parser.add_argument("-unlabel", "--unlabel_size", type=at_least(0, "-unlabel"), default=0,
+                            help="unlabelled turns per epoch for semi-supervised training (default 0)")
     parser.add_argument("--norm-dir", default="./NormTerm", help="NormTerm folder")
     parser.add_argument("--model-dir", default="./trained_models", help="checkpoint folder")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="auto (default): the fast path in fp32 (channels-last convolutions, "
-                             "BatchNorm folded for evaluation), with bfloat16 autocast for training "
-                             "where the hardware has native bf16; bf16: bfloat16 autocast everywhere; "
-                             "fp32: the original numerics exactly")
+    if runtime:
+        parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                            help="auto (default): the fast path in fp32 (channels-last convolutions, "
+                                 "BatchNorm folded for evaluation), with bfloat16 autocast for training "
+                                 "where the hardware has native bf16; bf16: bfloat16 autocast everywhere; "
+                                 "fp32: the original numerics exactly")

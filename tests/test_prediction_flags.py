@@ -4,7 +4,8 @@ import argparse
 
 import pytest
 
-from prediction_process import cluster_counts, parse_args
+from prediction_process import parse_args
+from release_flags import cluster_counts
 from utils import UserError
 
 
