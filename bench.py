@@ -828,7 +828,8 @@ def bench_prediction(corpus, args, device, repeats, bf16_infer):
     for w in sorted({1, args.workers}):
         def run(w=w):
             fast_backends(device, bf16_infer)        # as prediction_process.main sets them
-            res[w] = prediction_process.predict_folder(wavs, fast, norm, device, bf16_infer, w)
+            res[w] = prediction_process.predict_folder(
+                wavs, prediction_process.TorchModels(fast, norm, device, bf16_infer), w)
         t = timed(run, repeats, device)
         out[w] = rate(len(wavs), t) + (t,)
 

@@ -235,11 +235,16 @@ def prepare_output(folder):
         raise UserError(f"cannot write to --output {folder}: {err.strerror or err}") from None
 
 
-def export_models(args):
-    """The three ModelProtos of the flags' models, {file name: proto}; nothing is written."""
+def load_models(args):
+    """The NormTerm and (emotion, K, N, checkpoint, model) of the three models the flags pick."""
     norm = load_norm_term(args.norm_dir)
-    picked = [(emo, k, n, path, load_model(path, args.model_type, k))
-              for emo, k, n, path in attribute_checkpoints(args)]
+    return norm, [(emo, k, n, path, load_model(path, args.model_type, k))
+                  for emo, k, n, path in attribute_checkpoints(args)]
+
+
+def export_models(args, norm, picked):
+    """{file name: ModelProto} of the three models: one export of the network, whose weights
+    are then those of each attribute's model in turn."""
     program = export_network(picked[0][-1])
     return {onnx_name(path): turn_model(network_with_weights(program, model), norm, emo,
                                         model_metadata(args, emo, k, n, path, norm))
@@ -258,8 +263,9 @@ def write_models(folder, protos):
 
 def main(argv=None):
     args = parse_args(argv)
+    norm, picked = load_models(args)
     prepare_output(args.output)
-    protos = export_models(args)
+    protos = export_models(args, norm, picked)
     write_models(args.output, protos)
     source = f"release {args.release}" if args.release else args.model_dir
     print(f"{len(protos)} {args.model_type} model(s) of {source} exported to {args.output}:")
