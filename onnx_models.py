@@ -40,15 +40,18 @@ def feature_norm_digest(feat_mean, feat_std):
 
 
 def session_options(threads=None):
-    """ONNX Runtime's session options as its performance guide recommends for the CPU
-    provider: every graph optimisation, operators run in sequence (this graph has no
-    parallel branches), intra-operator threads = the cores this process may use."""
+    """ONNX Runtime's session options, set as its thread-management guide describes for the
+    CPU provider: every graph optimisation; operators in sequence (the graph has no parallel
+    branches); intra-operator threads = the cores this process may use; and no spinning of
+    idle threads, since the three sessions run one after another and an idle session's
+    spinning threads would take the cores from the one running."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -109,7 +112,7 @@ class OnnxModels:
         (frames, 128) turns and, with `embeddings`, the turn embeddings (models × turns × 256)."""
         outputs = [SCORE, EMBEDDING] if embeddings else [SCORE]
         scores = np.empty((len(self.sessions), len(feats)), np.float32)
-        size = self.sessions[0].get_outputs()[1].shape[-1]
+        size = {o.name: o.shape for o in self.sessions[0].get_outputs()}[EMBEDDING][-1]
         vectors = np.empty((len(self.sessions), len(feats), size), np.float32) if embeddings else None
         for j, feat in enumerate(feats):
             mel = np.ascontiguousarray(feat, dtype=np.float32)
