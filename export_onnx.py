@@ -161,10 +161,26 @@ def back_end(label_mean, label_std):
     return nodes, consts
 
 
+def in_scope(scope, nodes, consts):
+    """Prefix every name but the interface ones (the graph's and the network's inputs and
+    outputs) with `scope/`, so that none can clash with a name inside the network."""
+    interface = {INPUT, SCORE, EMBEDDING, "chunks", "normalised_score", "turn_embedding", ""}
+
+    def scoped(name):
+        return name if name in interface else f"{scope}/{name}"
+    for i, node in enumerate(nodes):
+        node.input[:] = [scoped(n) for n in node.input]
+        node.output[:] = [scoped(n) for n in node.output]
+        node.name = f"{scope}/{i}_{node.op_type}"
+    for const in consts:
+        const.name = scoped(const.name)
+    return nodes, consts
+
+
 def turn_model(network, norm, emotion, metadata):
     """The whole graph: front end, network, back end, with the metadata and a doc string."""
-    front, front_consts = front_end(norm["feat_mean"], norm["feat_std"])
-    back, back_consts = back_end(norm[f"{emotion}_mean"], norm[f"{emotion}_std"])
+    front, front_consts = in_scope("front_end", *front_end(norm["feat_mean"], norm["feat_std"]))
+    back, back_consts = in_scope("back_end", *back_end(norm[f"{emotion}_mean"], norm[f"{emotion}_std"]))
     net = network.graph
     graph = helper.make_graph(
         front + list(net.node) + back, metadata["checkpoint"],
