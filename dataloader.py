@@ -9,20 +9,26 @@ import hashlib
 import json
 import os
 import queue
+import re
 import threading
 import warnings
+import weakref
 
 import numpy as np
 import torch
 
+from diskspace import require_room
 from features import chunk_turn, is_whole_turn_chunked, normalise_features, short_turn_warning
 from labels import feature_paths, read_labels
 from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path,
-                   load_mat, progress)
+                   human_size, load_mat, progress)
 
 TURN_SHAPE = (CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS)
 CACHE_DTYPES = ("float32", "float16")
 CACHE_FORMAT = "2"          # meta records every turn's frame count
+CACHE_FILE = re.compile(r"^(\w+)_[0-9a-f]{16}\.npy$")   # <split>_<cache key>.npy
+META_BYTES_PER_TURN = 64    # the cache's .json: a file name and a frame count per turn
+OLDER_CACHES_SHOWN = 8
 
 
 def load_features(path):
@@ -49,8 +55,49 @@ def cache_key(paths, mean, std, dtype):
     return h.hexdigest()[:16]
 
 
+def cache_bytes(n_turns, dtype):
+    """The size of a chunk cache of `n_turns` turns (its .npy and .json)."""
+    return 128 + n_turns * (int(np.prod(TURN_SHAPE)) * np.dtype(dtype).itemsize + META_BYTES_PER_TURN)
+
+
+def check_cache_room(cache_dir, name, n_turns, dtype):
+    """Before building a cache: stop at once if it cannot fit, with what to do."""
+    half = (f", give --cache-dtype float16 (it needs {human_size(cache_bytes(n_turns, 'float16'))})"
+            if dtype != "float16" else "")
+    hint = f"Free space{half} or give another --cache-dir"
+    older = older_caches(cache_dir)
+    if older:
+        shown = ", ".join(f"{os.path.basename(p)} ({human_size(size)})"
+                          for p, size in older[:OLDER_CACHES_SHOWN])
+        more = f" and {len(older) - OLDER_CACHES_SHOWN} more" if len(older) > OLDER_CACHES_SHOWN else ""
+        hint += (f". Chunk caches of other inputs or NormTerm in {cache_dir}, which this run does not "
+                 f"use (delete each with its .json to make room), oldest first: {shown}{more}")
+    require_room(cache_dir, cache_bytes(n_turns, dtype), f"the {name} chunk cache", hint)
+
+
+def older_caches(cache_dir):
+    """(path, bytes with its .json) of the chunk caches in `cache_dir` that no cache open
+    in this process is, oldest first."""
+    in_use = {os.path.abspath(c.path) for c in ChunkCache.opened}
+    try:
+        names = os.listdir(cache_dir)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        path = os.path.join(cache_dir, name)
+        if not CACHE_FILE.match(name) or os.path.abspath(path) in in_use or not os.path.isfile(path):
+            continue
+        meta = path[:-len(".npy")] + ".json"
+        size = os.path.getsize(path) + (os.path.getsize(meta) if os.path.isfile(meta) else 0)
+        found.append((os.path.getmtime(path), path, size))
+    return [(path, size) for _, path, size in sorted(found)]
+
+
 class ChunkCache:
     """Normalised chunks of a list of turns: a (turns, 11, 62, 128) .npy file on disk."""
+
+    opened = weakref.WeakSet()   # the caches this process uses: never offered for deletion
 
     def __init__(self, path):
         self.path = path
@@ -67,6 +114,7 @@ class ChunkCache:
         meta_path = path[:-len(".npy")] + ".json"
         with open(meta_path) as f:
             self.meta = json.load(f)
+        ChunkCache.opened.add(self)
 
     def __len__(self):
         return self.n_turns
@@ -120,6 +168,7 @@ class ChunkCache:
         path = os.path.join(cache_dir, f"{name}_{key}.npy")
         if os.path.isfile(path) and os.path.isfile(path[:-4] + ".json"):
             return cls(path)
+        check_cache_room(cache_dir, name, len(paths), dtype)
         return cls.build(path, paths, mean, std, dtype, desc=f"caching {name} chunks")
 
 

@@ -13,13 +13,15 @@ import os
 import time
 
 from features import extract_features, feature_pool, walk_audio
-from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path, load_mat,
-                   progress, run_cli, save_mat)
+from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, DiskFullError, UserError, atomic_path,
+                   load_mat, progress, run_cli, save_mat)
 
 # Data paths: edit these, or give them on the command line.
 INPUT_DIR = "./demo_corpus/Audios"
 OUTPUT_DIR = "./demo_corpus/Features"
 ERROR_RECORD = "extraction_errors.csv"
+AFTER_FULL_DISK = ("Free space, then run the same command again: the feature files already "
+                   "written are kept and skipped.")
 
 
 def parse_args(argv=None):
@@ -48,6 +50,8 @@ def extract_one(job):
     try:
         feat = extract_features(wav)
         save_mat(out, FEATURE_VAR, feat)
+    except DiskFullError:     # every later file would fail too: stop
+        raise
     except Exception as err:  # recorded with the reason; the other files go on
         return wav, "failed", 0, str(err) or type(err).__name__
     status = "short" if feat.shape[0] < FRAMES_PER_CHUNK else "ok"
@@ -115,4 +119,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, disk_full=AFTER_FULL_DISK)

@@ -26,6 +26,8 @@ RAW_URL = "https://raw.githubusercontent.com"
 RELEASED_DIR = "./released"
 TIMEOUT_S = 60.0
 BLOCK_SIZE = 1 << 16
+AFTER_FULL_DISK = ("Free space, then run the same command again: the files already installed "
+                   "verify and are skipped.")
 LICENCE = (f"Models by W.-C. Lin and C. Busso, MIT licence, https://github.com/{REPOSITORY}; cite "
            "W.-C. Lin and C. Busso, Speech Communication 157 (2024) 103027, "
            "doi:10.1016/j.specom.2023.103027")
@@ -320,4 +322,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, disk_full=AFTER_FULL_DISK)

@@ -9,6 +9,7 @@ import numpy as np
 from utils import LABEL_COLUMN, VALIDATION_SPLITS, UserError
 
 MISSING_LABEL_TEXT = ("", "nan", "na", "n/a", "none")
+NAMES_SHOWN = 5
 
 
 def read_label_table(csv_path, columns):
@@ -54,19 +55,48 @@ def validation_split(csv_path, asked="auto"):
                     f"(its splits: {', '.join(splits) or 'none'}); name one with --val-split")
 
 
+def turn_name(file_name):
+    """The turn a FileName names: its feature file's stem (no folder, no .wav)."""
+    return os.path.splitext(os.path.basename(file_name.strip()))[0]
+
+
+def check_turn_names(csv_path, names, splits, split):
+    """Refuse a turn listed more than once in `split` (it would count twice), or listed in
+    `split` and in another split too (train/test leakage)."""
+    mine = names[splits == split]
+    repeated = mine[mine.duplicated(keep=False)]
+    if len(repeated):
+        counts = repeated.value_counts()
+        shown = ", ".join(f"{n} ({counts[n]} rows)" for n in list(dict.fromkeys(repeated))[:NAMES_SHOWN])
+        raise UserError(f"labels file {csv_path} lists {len(counts)} turn(s) of the split '{split}' "
+                        f"more than once, e.g. {shown}: each turn needs one row (a repeated row "
+                        "would train or test on that turn twice)")
+    shared = splits[(splits != split) & names.isin(set(mine))]
+    if len(shared):
+        parts = []
+        for other in dict.fromkeys(shared):
+            both = list(dict.fromkeys(names[shared.index[shared == other]]))
+            parts.append(f"{len(both)} in '{other}' (e.g. {', '.join(both[:NAMES_SHOWN])})")
+        raise UserError(f"labels file {csv_path} lists turns of the split '{split}' in another "
+                        f"split too: {'; '.join(parts)}. A turn in two splits leaks test data into "
+                        "training (train/test leakage): give each turn one split")
+
+
 def read_labels(csv_path, split, emotions=()):
     """File stems of one split and, per attribute asked for, their labels (1–7 scale).
 
     Rows of the split that lack a label asked for are left out with a warning that
-    gives the count; a split without any such label (Test3 of v1.11 and later) is refused.
+    gives the count; a split without any such label (Test3 of v1.11 and later) is refused,
+    and so is a turn listed twice in the split or also in another split.
     """
     needed = ["FileName", "Split_Set"] + [LABEL_COLUMN[e] for e in emotions]
     table = read_label_table(csv_path, needed)
-    rows = table[table["Split_Set"].str.strip() == split]
+    splits = table["Split_Set"].str.strip()
+    rows = table[splits == split]
     if rows.empty:
-        splits = list(dict.fromkeys(s.strip() for s in table["Split_Set"]))
         raise UserError(f"labels file {csv_path} has no rows in the split '{split}' "
-                        f"(its splits: {', '.join(splits) or 'none'})")
+                        f"(its splits: {', '.join(dict.fromkeys(splits)) or 'none'})")
+    check_turn_names(csv_path, table["FileName"].map(turn_name), splits, split)
     keep = np.ones(len(rows), dtype=bool)
     for emo in emotions:
         text = rows[LABEL_COLUMN[emo]].str.strip()
@@ -80,7 +110,7 @@ def read_labels(csv_path, split, emotions=()):
                           f"{LABEL_COLUMN[emo]} label and are left out", stacklevel=2)
         keep &= ~absent
     rows = rows[keep]
-    stems = [os.path.splitext(os.path.basename(name.strip()))[0] for name in rows["FileName"]]
+    stems = [turn_name(name) for name in rows["FileName"]]
     labels = {}
     for emo in emotions:
         column = LABEL_COLUMN[emo]

@@ -19,14 +19,16 @@ import torch.nn.functional as F
 
 from clustering import kmeans_on_gpu, nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
+from diskspace import check_training_room
 from features import load_norm_term
 from labels import validation_split
 from model import (ARCH, build_model, canonical_state_dict, checkpoint_name, evaluate,
                    evaluation_copy, read_checkpoint, released_state_dict, triplet_indices, triplet_loss)
 from runtime import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends, pick_device,
                      seed_everything, use_bf16, use_channels_last, use_compile)
-from utils import (CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, atomic_path, ccc_loss,
-                   progress, run_cli, save_json, save_torch, sentence_uniform_sample)
+from utils import (AGAIN, CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, atomic_path,
+                   ccc_loss, progress, run_cli, save_json, save_npy, save_torch,
+                   sentence_uniform_sample)
 
 # Data paths: edit these, or give them on the command line.
 FEATURES_DIR = "./demo_corpus/Features"
@@ -70,19 +72,24 @@ def parse_args(argv=None):
     return args
 
 
+# Each file of a run: its name is the checkpoint's with the suffix in place of ".pth.tar".
+RUN_FILES = {"checkpoint": ".pth.tar", "resume": "_resume.pth.tar", "cluster_log": "_clusters.npy",
+             "history": "_history.json", "nmi_val_plot": "_NMI_ValLoss.png",
+             "train_plot": "_TrainLoss.png"}
+
+
 class Run:
     """Where one training run keeps its files: the released checkpoint name and its companions."""
 
     def __init__(self, args):
         name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
                                args.model_type, args.unlabel_size)
-        self.checkpoint = os.path.join(args.model_dir, name)
-        stem = self.checkpoint[:-len(".pth.tar")]
-        self.resume = stem + "_resume.pth.tar"
-        self.cluster_log = stem + "_clusters.npy"
-        self.history = stem + "_history.json"
-        self.nmi_val_plot = stem + "_NMI_ValLoss.png"
-        self.train_plot = stem + "_TrainLoss.png"
+        self.stem = os.path.join(args.model_dir, name[:-len(".pth.tar")])
+        for key, suffix in RUN_FILES.items():
+            setattr(self, key, self.stem + suffix)
+
+    def files(self):
+        return [getattr(self, key) for key in RUN_FILES]
 
     def check_not_taken(self, resume, overwrite):
         """Refuse to start over a checkpoint this run did not write: finished work
@@ -318,6 +325,7 @@ def train(args):
     if args.resume:
         start, best, history, cluster_log = resume_state(run, model, optimizers, rng, triplet_gen)
         print(f"resuming {run.checkpoint} after epoch {start}")
+    check_training_room(args.model_dir, run.files(), model, len(train_set), args.epochs)
 
     print(f"training {args.model_type} for {args.emo_attr}: {len(train_set)} Train, {len(val_set)} "
           f"{val_split} turns, {args.num_clusters} clusters, {args.epochs} epochs, batch {args.batch_size}"
@@ -380,9 +388,7 @@ def unsupervised_stage(model, pool, optimizers, args, device, bf16, rng, triplet
 # --- resuming -----------------------------------------------------------------------------
 def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen):
     """Everything needed to continue after this epoch; each file replaced atomically."""
-    with atomic_path(run.cluster_log) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.stack(cluster_log))
+    save_npy(run.cluster_log, np.stack(cluster_log))
     save_json(run.history, history)
     save_torch(run.resume, {
         "epoch": epoch + 1, "best_val_loss": best,
@@ -421,10 +427,23 @@ def resume_state(run, model, optimizers, rng, triplet_gen):
     return epoch, state["best_val_loss"], history, cluster_log[:epoch]
 
 
+def after_full_disk(err):
+    """What to do once space is freed, from the run's files left beside the one not written."""
+    stem = next((err.path[:-len(suffix)] for suffix in sorted(RUN_FILES.values(), key=len, reverse=True)
+                 if err.path.endswith(suffix)), None)
+    if stem and os.path.isfile(stem + RUN_FILES["resume"]):
+        return ("Free space, then run the same command again with --resume: the checkpoint and "
+                "resume state of the completed epochs are intact, and it continues after them.")
+    if stem and os.path.isfile(stem + RUN_FILES["checkpoint"]):
+        return ("Free space, then run the same command again with --overwrite: the first epoch's "
+                "checkpoint was saved, but not its resume state.")
+    return AGAIN
+
+
 def main(argv=None):
     args = parse_args(argv)
     train(args)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, disk_full=after_full_disk)

@@ -8,13 +8,14 @@ the mean and standard deviation of each attribute's Train labels, saved as
 """
 import argparse
 import os
+from contextlib import ExitStack
 
 import numpy as np
 
 from dataloader import load_features
 from features import norm_files
 from labels import feature_paths, read_labels
-from utils import EMOTIONS, NORM_VAR, N_MELS, UserError, load_mat, progress, run_cli, save_mat
+from utils import EMOTIONS, NORM_VAR, N_MELS, UserError, atomic_path, load_mat, progress, run_cli, write_mat
 
 # Data paths: edit these, or give them on the command line.
 LABELS_CSV = "./demo_corpus/Labels/labels_concensus.csv"
@@ -61,17 +62,20 @@ def compute_norm_term(labels_csv, features_dir):
 
 
 def save_norm_term(term, norm_dir):
-    """Write each NormTerm file; a file that already holds the same values is left as it is."""
+    """Write the NormTerm files that change, all or none: each to a temporary file, renamed
+    into place only once all are whole (a full disk leaves the old set, not a mix). A file
+    that already holds the same values is left as it is."""
     paths = norm_files(norm_dir)
-    for key, value in term.items():
-        value = np.asarray(value, dtype=np.float64).reshape(1, -1)
-        if os.path.isfile(paths[key]):
-            try:
-                if np.array_equal(load_mat(paths[key], NORM_VAR), value):
-                    continue
-            except Exception:
-                pass
-        save_mat(paths[key], NORM_VAR, value)
+    with ExitStack() as renames:
+        for key, value in term.items():
+            value = np.asarray(value, dtype=np.float64).reshape(1, -1)
+            if os.path.isfile(paths[key]):
+                try:
+                    if np.array_equal(load_mat(paths[key], NORM_VAR), value):
+                        continue
+                except Exception:
+                    pass
+            write_mat(renames.enter_context(atomic_path(paths[key])), NORM_VAR, value)
     return paths
 
 

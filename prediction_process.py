@@ -31,7 +31,7 @@ from model import EMBED_DIM, load_model, predict_batch, prepare_for_inference
 from release_flags import RELEASE_FLAGS, add_model_selection, apply_release, attribute_checkpoints
 from runtime import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
 from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, UserError, atomic_path, progress,
-                   run_cli)
+                   run_cli, save_npy)
 from windows import CHUNK_SECONDS, audio_seconds, read_windows, window_features
 
 # Data paths: edit these, or give them on the command line.
@@ -314,9 +314,7 @@ def error_report_path(output):
 def write_embeddings(folder, result, windowed):
     """DIR/embeddings_{Act,Dom,Val}.npy (rows × 256 float32) and DIR/index.csv, row i ↔ row i."""
     for emo, vectors in zip(EMOTIONS, result.embeddings):
-        with atomic_path(os.path.join(folder, f"embeddings_{emo}.npy")) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, vectors.astype(np.float32))
+        save_npy(os.path.join(folder, f"embeddings_{emo}.npy"), vectors.astype(np.float32))
     header = ["row", "File_Name"] + (["Start", "End"] if windowed else [])
     write_csv(os.path.join(folder, "index.csv"), header,
               [(i,) + tuple(row[:3 if windowed else 1]) for i, row in enumerate(result.rows)])

@@ -27,10 +27,12 @@ import subprocess
 from dataclasses import dataclass
 
 import main as train_script
-from sweep_local import run_all
+from labels import read_labels, validation_split
+from sweep_local import AFTER_FULL_DISK, run_all
 from sweep_report import COLUMNS, write_report
 from sweep_run import ROOT, Run, make_row, plan
-from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, UserError, at_least, atomic_path, run_cli)
+from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, TRAIN_SPLIT, UserError, at_least,
+                   atomic_path, run_cli)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -163,6 +165,8 @@ def settings_from_args(args):
     for path, exists, what in checks:
         if not exists(path):
             raise UserError(f"{what} not found: {path}")
+    for split in (TRAIN_SPLIT, validation_split(s.labels, s.val_split), s.split):
+        read_labels(s.labels, split, s.emotions)   # what every run would stop at, refused once
     if os.path.exists(s.out) and not os.path.isdir(s.out):
         raise UserError(f"--out {s.out} exists and is not a folder")
     return s
@@ -248,4 +252,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, disk_full=AFTER_FULL_DISK)

@@ -15,7 +15,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import numpy as np
 
 from sweep_run import ROOT, commands, plan, read_json
-from utils import save_json
+from utils import DISK_FULL, KEPT, UserError, full_disk_reported, save_json
+
+AFTER_FULL_DISK = ("Free space, then run the same command again: finished runs are kept, and "
+                   "interrupted trainings resume after their last completed epoch.")
 
 
 class Children:
@@ -36,7 +39,7 @@ class Children:
 def execute(cmd, log_path, env, lock_fd, children, note):
     """Run one script; its stdout and stderr go to the log. (exit status, last stderr line)."""
     last = ""
-    with open(log_path, "a") as log:
+    with full_disk_reported(log_path), open(log_path, "a") as log:
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} reproduce.py ({note}, "
                   f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}): {shlex.join(cmd)}\n")
         log.flush()
@@ -188,6 +191,9 @@ def run_all(s, todo, commit, after_each):
             if status != "ok":
                 failed.append((run, error))
             after_each()
+            if DISK_FULL in error:   # every later run would meet it too; the script's advice
+                report = error.split(KEPT)[0] + KEPT if KEPT in error else error   # is the sweep's
+                raise UserError(f"{run.name} stopped, {report}. {AFTER_FULL_DISK}")
     except BaseException:      # Ctrl-C, SIGTERM, or a fault here: stop the scripts too
         children.terminate()
         pool.shutdown(wait=True, cancel_futures=True)

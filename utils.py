@@ -6,8 +6,10 @@ It imports no torch at import time, so the feature front end (features.py) runs 
 Every number here is from docs/method.md and is defined once. The feature front end
 is in features.py, the labels file in labels.py, devices and precision in runtime.py.
 """
+import errno
 import json
 import os
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -47,40 +49,126 @@ class UserError(Exception):
     """A foreseeable problem with the user's input: shown as a message, exit 1."""
 
 
-def run_cli(main):
-    """Run a script's main(), turning UserError into a message and exit 1."""
+AGAIN = "Free space, then run the same command again."
+
+
+def run_cli(main, disk_full=AGAIN):
+    """Run a script's main(), turning UserError into a message and exit 1.
+
+    `disk_full` is what the script advises after a full disk (DiskFullError): a sentence,
+    or a function of the error that returns one.
+    """
     try:
         code = main()
+    except DiskFullError as err:
+        advice = disk_full(err) if callable(disk_full) else disk_full
+        print(f"error: {err}. {advice}", file=sys.stderr)
+        sys.exit(1)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:  # a full disk met outside atomic_path: standard output redirected
+        full = out_of_space(err)
+        if full is None:
+            raise
+        where = f" writing {full.filename}" if full.filename else ""
+        print(f"error: {DISK_FULL} ({full.strerror}){where}. "
+              f"{disk_full if isinstance(disk_full, str) else AGAIN}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(code or 0)
 
 
 # --- safe writing ---------------------------------------------------------------
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = "out of disk space"
+KEPT = "nothing half-written was kept"
+
+
+class DiskFullError(UserError):
+    """A write stopped by a full disk (or an exhausted quota). `atomic`: written through a
+    temporary file, so the file at `path` is as it was before."""
+
+    def __init__(self, path, reason, free, atomic=True):
+        super().__init__(path, reason, free, atomic)      # the arguments, so that it pickles
+        self.path, self.reason, self.free, self.atomic = path, reason, free, atomic
+
+    def __str__(self):
+        folder = os.path.dirname(self.path) or "."
+        return (f"{DISK_FULL} ({self.reason}) writing {self.path}: {human_size(self.free)} free "
+                f"in {folder}{'; ' + KEPT if self.atomic else ''}")
+
+
+@contextmanager
+def full_disk_reported(path, atomic=False):
+    """Raise a write into `path` that a full disk stopped as DiskFullError."""
+    try:
+        yield
+    except DiskFullError:     # a write nested in this one, already reported
+        raise
+    except Exception as err:  # the OSError may come wrapped (torch.save, a caller's UserError)
+        full = out_of_space(err)
+        if full is None:
+            raise
+        raise DiskFullError(path, full.strerror or "no space left",
+                            free_bytes(os.path.dirname(os.path.abspath(path))), atomic) from None
+
+
+def out_of_space(err):
+    """The ENOSPC/EDQUOT OSError behind `err`: itself, or an exception it was raised from or
+    while handling (torch.save reports a failed write as a RuntimeError raised while handling
+    it); else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in OUT_OF_SPACE:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def free_bytes(folder):
+    """Free space for this user in `folder`, or in its nearest existing parent."""
+    folder = os.path.abspath(folder)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return shutil.disk_usage(folder).free
+
+
+def human_size(n):
+    """Bytes as a short figure: 512 B, 3.4 MB, 48.1 GB (powers of 1000, as df -H)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; rename it into place on success.
 
-    A killed or failed write never leaves a truncated file at `path`, and the file
-    ends with the permissions an ordinary `open(path, "w")` would give (the umask's),
-    not mkstemp's private 0600.
+    A killed or failed write never leaves a truncated file at `path`, nor the temporary
+    file, and the file ends with the permissions an ordinary `open(path, "w")` would give
+    (the umask's), not mkstemp's private 0600. A write stopped by a full disk is raised
+    as DiskFullError, naming `path` and the free space left.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    tmp = None
+    with full_disk_reported(path, atomic=True):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                       dir=folder)
+            os.close(fd)
+            os.chmod(tmp, 0o666 & ~current_umask())
+            yield tmp
+            os.replace(tmp, path)
+        finally:             # before the free space is measured
+            if tmp is not None and os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def current_umask():
@@ -92,8 +180,13 @@ def current_umask():
 
 def save_mat(path, name, value):
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            scipy.io.savemat(f, {name: value})
+        write_mat(tmp, name, value)
+
+
+def write_mat(path, name, value):
+    """A .mat file holding one variable, written in place (save_mat writes it safely)."""
+    with open(path, "wb") as f:
+        scipy.io.savemat(f, {name: value})
 
 
 def load_mat(path, name):
@@ -104,6 +197,16 @@ def save_json(path, obj):
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
+
+
+def save_npy(path, array):
+    """An array as .npy (np.save's bytes), written through Python's file write: numpy's own
+    fast path reports a full disk as a short write without its errno."""
+    array = np.ascontiguousarray(array)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+            f.write(array.data)
 
 
 def save_torch(path, obj):
