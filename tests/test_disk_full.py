@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from full_disk import FullDisk, room_again
-from test_errors import (BATCH, K, corpus, leftovers, models, predict_argv, read_rows,  # noqa: F401
-                         run_files, save_models, tone, train_argv, write_labels, write_wav)
+from test_errors import (BATCH, K, assert_same_training, corpus, leftovers, models,  # noqa: F401
+                         predict_argv, read_rows, run_files, save_models, tone, train_argv,
+                         write_labels, write_wav)
 from test_fetch_models import installed_files, release, server, url_path  # noqa: F401
 
 import diskspace  # noqa: E402
@@ -118,15 +119,8 @@ def test_training_stopped_by_a_full_disk_resumes_to_the_uninterrupted_result(
     room_again(monkeypatch)
     assert cli(train_script, argv + ["--resume"]) == 0
     assert "after epoch 1" in capsys.readouterr().out
-    whole = run_files(reference, 2)
-    for key in ("checkpoint", "resume", "clusters"):
-        assert open(files[key], "rb").read() == open(whole[key], "rb").read(), key
-    with open(files["history"]) as f, open(whole["history"]) as g:
-        resumed, uninterrupted = json.load(f), json.load(g)
-    for h in (resumed, uninterrupted):
-        assert len(h.pop("seconds")) == 2
-    assert resumed == uninterrupted
-    assert resumed["val_loss"][1] < resumed["val_loss"][0]   # epoch 2's checkpoint was written
+    history = assert_same_training(files, run_files(reference, 2), 2)
+    assert history["val_loss"][1] < history["val_loss"][0]   # epoch 2's checkpoint was written
     assert leftovers(model_dir) == []
 
 

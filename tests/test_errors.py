@@ -412,14 +412,20 @@ def test_resume_after_a_kill_gives_the_same_training(corpus, trained, tmp_path, 
     assert cli(train_script.main, argv + ["--resume"]) == 0
     out = capsys.readouterr().out
     assert "after epoch 2" in out and "epoch 3/3" in out and "epoch 2/3" not in out
-    # Bit-identical to the uninterrupted run: checkpoint, resume state, cluster log, history.
+    assert_same_training(files, trained, 3)
+
+
+def assert_same_training(files, whole, epochs):
+    """Bit-identical to the uninterrupted run: checkpoint, resume state, cluster log, history
+    (but for the seconds each epoch took). Returns the history."""
     for key in ("checkpoint", "resume", "clusters"):
-        assert open(files[key], "rb").read() == open(trained[key], "rb").read(), key
-    with open(files["history"]) as f, open(trained["history"]) as g:
-        resumed, whole = json.load(f), json.load(g)
-    for h in (resumed, whole):
-        assert len(h.pop("seconds")) == 3
-    assert resumed == whole
+        assert open(files[key], "rb").read() == open(whole[key], "rb").read(), key
+    with open(files["history"]) as f, open(whole["history"]) as g:
+        resumed, uninterrupted = json.load(f), json.load(g)
+    for h in (resumed, uninterrupted):
+        assert len(h.pop("seconds")) == epochs
+    assert resumed == uninterrupted
+    return resumed
 
 
 # --- prediction -----------------------------------------------------------------------------------
