@@ -26,7 +26,7 @@ from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserE
 TURN_SHAPE = (CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS)
 CACHE_DTYPES = ("float32", "float16")
 CACHE_FORMAT = "2"          # meta records every turn's frame count
-CACHE_FILE = re.compile(r"^(\w+)_[0-9a-f]{16}\.npy$")   # <split>_<cache key>.npy
+CACHE_FILE = re.compile(r"^\w+_[0-9a-f]{16}\.npy$")   # <split>_<cache key>.npy
 META_BYTES_PER_TURN = 64    # the cache's .json: a file name and a frame count per turn
 OLDER_CACHES_SHOWN = 8
 

@@ -429,8 +429,8 @@ def resume_state(run, model, optimizers, rng, triplet_gen):
 
 def after_full_disk(err):
     """What to do once space is freed, from the run's files left beside the one not written."""
-    stem = next((err.path[:-len(suffix)] for suffix in sorted(RUN_FILES.values(), key=len, reverse=True)
-                 if err.path.endswith(suffix)), None)
+    longest_first = sorted(RUN_FILES.values(), key=len, reverse=True)
+    stem = next((err.path[:-len(s)] for s in longest_first if err.path.endswith(s)), None)
     if stem and os.path.isfile(stem + RUN_FILES["resume"]):
         return ("Free space, then run the same command again with --resume: the checkpoint and "
                 "resume state of the completed epochs are intact, and it continues after them.")
