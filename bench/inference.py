@@ -1,0 +1,95 @@
+"""Items 3 and 4: online testing (online_testing.test_ccc) and end-to-end prediction
+(prediction_process.predict_folder), each against the baseline."""
+import os
+import shutil
+
+import numpy as np
+import torch
+
+import online_testing
+import prediction_process
+from bench import EMOTION, SEED
+from bench.baseline import baseline_predict, baseline_test_ccc, model_pair
+from bench.machine import fast_backends, original_backends
+from bench.measure import rate, timed
+from features import load_norm_term, walk_audio
+from labels import read_labels
+from model import ARCH, build_model, checkpoint_name, prepare_for_inference, released_state_dict
+from runtime import use_channels_last
+from utils import EMOTIONS, save_torch
+
+
+# --- 3: online testing ----------------------------------------------------------------------
+def write_test_checkpoint(corpus, args, seed):
+    """A fresh random model saved under the name online_testing looks for."""
+    torch.manual_seed(seed)
+    model = build_model(args.model_type, args.num_clusters)
+    name = checkpoint_name(1, args.batch, args.num_clusters, EMOTION, args.model_type)
+    path = os.path.join(corpus.model_dir, name)
+    save_torch(path, {"arch": ARCH, "state_dict": released_state_dict(model)})
+    return path
+
+
+def bench_online_testing(corpus, args, device, repeats, bf16_infer):
+    """online_testing.test_ccc with a warm and with a cold chunk cache, and the baseline: turns/s."""
+    ckpt = write_test_checkpoint(corpus, args, SEED + 1)
+    n_turns = len(read_labels(corpus.labels, "Test1")[0])
+    cold_dir = os.path.join(corpus.root, "cache_test_cold")
+
+    def targs(cache_dir):
+        return online_testing.parse_args([
+            "-ep", "1", "-batch", str(args.batch), "-emo", EMOTION, "-nc", str(args.num_clusters),
+            "-mt", args.model_type, "--features", corpus.features, "--labels", corpus.labels,
+            "--cache-dir", cache_dir, "--norm-dir", corpus.norm_dir, "--model-dir", corpus.model_dir,
+            "--device", str(device), "--precision", args.precision])
+    res = {}
+
+    def run_warm():
+        res["fast"] = online_testing.test_ccc(targs(corpus.cache_dir))   # sets main.py's flags itself
+
+    def run_cold():
+        online_testing.test_ccc(targs(cold_dir))
+
+    def run_base():
+        original_backends(device)
+        res["base"] = baseline_test_ccc(ckpt, corpus, args, device)
+    t_warm = timed(run_warm, repeats, device)
+    t_cold = timed(run_cold, repeats, device, setup=lambda: shutil.rmtree(cold_dir, ignore_errors=True))
+    t_base = timed(run_base, repeats, device)
+    fast_backends(device, bf16_infer)
+    diff = float(np.max(np.abs(res["fast"][1] - res["base"][1])))
+    return {"warm": rate(n_turns, t_warm) + (t_warm,), "cold": rate(n_turns, t_cold) + (t_cold,),
+            "base": rate(n_turns, t_base) + (t_base,), "ccc_fast": res["fast"][0],
+            "ccc_base": res["base"][0], "max_pred_diff": diff, "turns": n_turns}
+
+
+# --- 4: end-to-end prediction ----------------------------------------------------------------
+def bench_prediction(corpus, args, device, repeats, bf16_infer):
+    """prediction_process.predict_folder (1 worker and --workers) vs the baseline: files/s."""
+    wavs, _ = walk_audio(corpus.predict)
+    norm = load_norm_term(corpus.norm_dir)
+    fast, base = [], []
+    for k in range(len(EMOTIONS)):
+        f, b = model_pair(args.model_type, args.num_clusters, device, False, SEED + 10 + k)
+        fast.append(prepare_for_inference(f, device, use_channels_last(args.precision)))
+        base.append(b.eval())
+    res, out = {}, {}
+    for w in sorted({1, args.workers}):
+        def run(w=w):
+            fast_backends(device, bf16_infer)        # as prediction_process.main sets them
+            res[w] = prediction_process.predict_folder(
+                wavs, prediction_process.TorchModels(fast, norm, device, bf16_infer), w)
+        t = timed(run, repeats, device)
+        out[w] = rate(len(wavs), t) + (t,)
+
+    def run_base():
+        original_backends(device)
+        res["base"] = baseline_predict(wavs, base, norm, device)
+    t_base = timed(run_base, repeats, device)
+    fast_backends(device, bf16_infer)
+    out["base"] = rate(len(wavs), t_base) + (t_base,)
+    fast_rows = np.array([r[1:] for r in res[1][0]])
+    base_rows = np.array([r[1:] for r in res["base"]])
+    out["max_pred_diff"] = float(np.max(np.abs(fast_rows - base_rows)))
+    out["files"] = len(wavs)
+    return out
