@@ -150,7 +150,7 @@ def check_disk(folder, needed):
 
 
 def scale_study(corpus, args, device):
-    """Item 8: a corpus of N Train turns without audio, measured as the module docstring says."""
+    """Item 8: a corpus of N Train turns without audio, measured as the package docstring (item 8) says."""
     n = args.scale_turns
     source = args.scale_source
     if source == "auto":
