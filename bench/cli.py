@@ -207,6 +207,10 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
         rows.append(row(f"prediction, 3 models, {args.workers} workers", "files/s",
                         pr[args.workers][0], pr["base"][0], samples=pr[args.workers][1],
                         baseline_samples=pr["base"][1], precision=(infer_prec, base_prec)))
+    rows.append(row("prediction, 3 models, 1 worker, ONNX Runtime CPU", "files/s", pr["onnx"][0], pr[1][0],
+                    samples=pr["onnx"][1], baseline_samples=pr[1][1], precision=("fp32", infer_prec),
+                    note="baseline column here: the PyTorch fast path, 1 worker (same models, export_onnx.py); "
+                         f"max score difference to it {pr['onnx_max_diff']:.2e}"))
 
     log("7 matmul rates")
     mm32 = bench_matmul(args.matmul_size, torch.float32, device, args.repeats)
@@ -234,7 +238,8 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
              "training_loss_fast": designs["fast"]["last"]["train_loss"],
              "training_loss_baseline": designs["base"]["last"]["train_loss"],
              "online_testing": {k: ot[k] for k in ("ccc_fast", "ccc_base", "max_pred_diff", "turns")},
-             "prediction_max_diff": pr["max_pred_diff"], "training_step_profile_percent": shares,
+             "prediction_max_diff": pr["max_pred_diff"],
+             "prediction_onnx_max_diff": pr["onnx_max_diff"], "training_step_profile_percent": shares,
              "compile_seconds": compile_s}
     return rows, extra
 

@@ -1,11 +1,14 @@
 """Items 3 and 4: online testing (online_testing.test_ccc) and end-to-end prediction
 (prediction_process.predict_folder), each against the baseline."""
+import contextlib
+import io
 import os
 import shutil
 
 import numpy as np
 import torch
 
+import export_onnx
 import online_testing
 import prediction_process
 from bench import EMOTION, SEED
@@ -14,6 +17,7 @@ from bench.machine import fast_backends, original_backends
 from bench.measure import rate, timed
 from features import load_norm_term, walk_audio
 from labels import read_labels
+from onnx_models import OnnxModels
 from model import ARCH, build_model, checkpoint_name, prepare_for_inference, released_state_dict
 from runtime import use_channels_last
 from utils import EMOTIONS, save_torch
@@ -64,8 +68,23 @@ def bench_online_testing(corpus, args, device, repeats, bf16_infer):
 
 
 # --- 4: end-to-end prediction ----------------------------------------------------------------
+def export_for_onnx_runtime(corpus, args, models):
+    """The prediction rows' models saved as checkpoints and exported by export_onnx.py: the
+    folder of the three .onnx files."""
+    model_dir, out = os.path.join(corpus.root, "onnx_checkpoints"), os.path.join(corpus.root, "onnx")
+    for emo, model in zip(EMOTIONS, models):
+        name = checkpoint_name(1, args.batch, args.num_clusters, emo, args.model_type)
+        save_torch(os.path.join(model_dir, name), {"arch": ARCH, "state_dict": released_state_dict(model)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        export_onnx.main(["-ep", "1", "-batch", str(args.batch), "-nc", str(args.num_clusters),
+                          "-mt", args.model_type, "--model-dir", model_dir, "--norm-dir", corpus.norm_dir,
+                          "--output", out])
+    return out
+
+
 def bench_prediction(corpus, args, device, repeats, bf16_infer):
-    """prediction_process.predict_folder (1 worker and --workers) vs the baseline: files/s."""
+    """prediction_process.predict_folder (1 worker and --workers) vs the baseline, and with
+    the same models exported to ONNX and run by ONNX Runtime (1 worker): files/s."""
     wavs, _ = walk_audio(corpus.predict)
     norm = load_norm_term(corpus.norm_dir)
     fast, base = [], []
@@ -82,6 +101,13 @@ def bench_prediction(corpus, args, device, repeats, bf16_infer):
         t = timed(run, repeats, device)
         out[w] = rate(len(wavs), t) + (t,)
 
+    onnx_runner = OnnxModels(export_for_onnx_runtime(corpus, args, base))
+
+    def run_onnx():
+        res["onnx"] = prediction_process.predict_folder(wavs, onnx_runner, 1)
+    t_onnx = timed(run_onnx, repeats, device)
+    out["onnx"] = rate(len(wavs), t_onnx) + (t_onnx,)
+
     def run_base():
         original_backends(device)
         res["base"] = baseline_predict(wavs, base, norm, device)
@@ -90,6 +116,8 @@ def bench_prediction(corpus, args, device, repeats, bf16_infer):
     out["base"] = rate(len(wavs), t_base) + (t_base,)
     fast_rows = np.array([r[1:] for r in res[1][0]])
     base_rows = np.array([r[1:] for r in res["base"]])
+    onnx_rows = np.array([r[1:] for r in res["onnx"].rows])
     out["max_pred_diff"] = float(np.max(np.abs(fast_rows - base_rows)))
+    out["onnx_max_diff"] = float(np.max(np.abs(onnx_rows - fast_rows)))
     out["files"] = len(wavs)
     return out
