@@ -115,7 +115,7 @@ def load_norm_term(norm_dir, emotions=EMOTIONS):
     if missing:
         raise UserError(
             f"normalisation file(s) missing: {', '.join(missing)}. "
-            "Compute them with `python norm_para.py --norm-dir " + norm_dir + "` (see README).")
+            "Compute them with `.venv/bin/python norm_para.py --norm-dir " + norm_dir + "` (see README).")
     term = {}
     for key in wanted:
         value = np.asarray(load_mat(paths[key], NORM_VAR), dtype=np.float64).reshape(-1)

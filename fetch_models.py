@@ -22,13 +22,15 @@ import urllib.request
 from utils import EMOTIONS, TEMPORAL_TYPES, UserError, atomic_path, run_cli
 
 REPOSITORY = "winston-lin-wei-cheng/Temporal-Enhanced-DeepEmoCluster"
+REPOSITORY_URL = f"https://github.com/{REPOSITORY}"
 RAW_URL = "https://raw.githubusercontent.com"
+PYTHON = ".venv/bin/python"          # the interpreter as the README names it
 RELEASED_DIR = "./released"
 TIMEOUT_S = 60.0
 BLOCK_SIZE = 1 << 16
 AFTER_FULL_DISK = ("Free space, then run the same command again: the files already installed "
                    "verify and are skipped.")
-LICENCE = (f"Models by W.-C. Lin and C. Busso, MIT licence, https://github.com/{REPOSITORY}; cite "
+LICENCE = (f"Models by W.-C. Lin and C. Busso, MIT licence, {REPOSITORY_URL}; cite "
            "W.-C. Lin and C. Busso, Speech Communication 157 (2024) 103027, "
            "doi:10.1016/j.specom.2023.103027")
 
@@ -117,9 +119,25 @@ def require_type(release, temporal_type):
                         f"{', '.join(release.temporal_types)})")
 
 
+def fetch_command(name, temporal_type=None, dest=RELEASED_DIR, source=""):
+    """The fetch_models.py command line that installs release `name` (one temporal type,
+    into `dest`, from `source`: '' to download, or '--from DIR')."""
+    return (f"{PYTHON} fetch_models.py {name}{' -mt ' + temporal_type if temporal_type else ''}"
+            f"{'' if same_folder(dest, RELEASED_DIR) else ' --dest ' + dest}"
+            f"{' ' + source if source else ''}")
+
+
+def offline_route(release, temporal_type=None, dest=RELEASED_DIR):
+    """How to install without network access to GitHub: --from a local copy at the commit."""
+    return (f"without network access to GitHub, install from a local copy of {REPOSITORY_URL} "
+            f"at commit {release.commit} (a clone checked out there, or its archive "
+            f"{REPOSITORY_URL}/archive/{release.commit}.zip unpacked): "
+            f"{fetch_command(release.name, temporal_type, dest, '--from DIR')}")
+
+
 def check_release(name, temporal_type, root=RELEASED_DIR):
     """The Release `name`, after checking that its files for `temporal_type` are installed;
-    a clear error says how to fetch them otherwise."""
+    a clear error gives both ways to install them otherwise (download, or --from a copy)."""
     if name not in RELEASES:
         raise UserError(f"unknown release {name!r}; the authors' releases are: {', '.join(RELEASES)}")
     release = RELEASES[name]
@@ -127,10 +145,10 @@ def check_release(name, temporal_type, root=RELEASED_DIR):
     base = os.path.join(root, name)
     missing = [p for p in release.files(temporal_type) if not os.path.isfile(os.path.join(base, p))]
     if missing:
+        mt = None if len(release.temporal_types) == 1 else temporal_type
         raise UserError(f"release {name} is not installed in {base} ({len(missing)} file(s) missing, "
-                        f"e.g. {missing[0]}). Fetch it with: .venv/bin/python fetch_models.py {name}"
-                        f"{'' if len(release.temporal_types) == 1 else ' -mt ' + temporal_type}"
-                        f"{'' if same_folder(root, RELEASED_DIR) else ' --dest ' + root}")
+                        f"e.g. {missing[0]}). Fetch it with: {fetch_command(name, mt, root)}; or, "
+                        f"{offline_route(release, mt, root)}")
     return release
 
 
@@ -189,20 +207,24 @@ def block_writer(f, name):
     return write
 
 
+class NetworkError(UserError):
+    """A download that failed on the way: the server unreachable, an HTTP error, a cut connection."""
+
+
 def download(url, write, timeout):
-    """Stream `url` into `write`; a network or HTTP failure, or a short body, is a UserError."""
+    """Stream `url` into `write`; a network or HTTP failure, or a short body, is a NetworkError."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             size = response.headers.get("Content-Length")
             got = copy_blocks(response.read, write)
     except urllib.error.HTTPError as err:
-        raise UserError(f"could not fetch {url}: HTTP {err.code} {err.reason}") from None
+        raise NetworkError(f"could not fetch {url}: HTTP {err.code} {err.reason}") from None
     except urllib.error.URLError as err:
-        raise UserError(f"could not fetch {url}: {err.reason}") from None
+        raise NetworkError(f"could not fetch {url}: {err.reason}") from None
     except (OSError, http.client.HTTPException) as err:
-        raise UserError(f"could not fetch {url}: {err or type(err).__name__}") from None
+        raise NetworkError(f"could not fetch {url}: {err or type(err).__name__}") from None
     if size is not None and got != int(size):
-        raise UserError(f"could not fetch {url}: the connection closed after {got} of {size} bytes")
+        raise NetworkError(f"could not fetch {url}: the connection closed after {got} of {size} bytes")
 
 
 def copy_local(src, write):
@@ -214,37 +236,116 @@ def copy_local(src, write):
         raise UserError(f"could not read {src}: {err.strerror or err}") from None
 
 
-class Source:
-    """Where a release's files come from: the raw-file server, or a local repository copy."""
+class Download:
+    """The release's files as raw files from the server, at the release's commit."""
+    verb = "fetched"
 
-    def __init__(self, release, base_url=RAW_URL, from_dir=None, timeout=TIMEOUT_S):
-        self.release, self.base_url, self.from_dir, self.timeout = release, base_url, from_dir, timeout
-
-    @property
-    def verb(self):
-        return "copied" if self.from_dir else "fetched"
+    def __init__(self, release, base_url, timeout, offline_hint):
+        self.release, self.base_url, self.timeout = release, base_url, timeout
+        self.offline_hint = offline_hint     # added to a failed download's message
 
     def __str__(self):
-        if self.from_dir:
-            return self.from_dir
         return file_url(self.base_url, self.release.commit, "")
 
     def origin(self, path):
-        """The URL or local file `path` comes from."""
-        if self.from_dir:
-            return os.path.join(self.from_dir, path)
+        """The URL `path` comes from."""
         return file_url(self.base_url, self.release.commit, path)
 
+    def check(self, files):
+        """Nothing to check before downloading: each file is verified as it arrives."""
+
     def copy(self, path, write):
-        if self.from_dir:
-            copy_local(self.origin(path), write)
-        else:
+        try:
             download(self.origin(path), write, self.timeout)
+        except NetworkError as err:
+            raise NetworkError(f"{err}; {self.offline_hint}") from None
 
     def mismatch_hint(self):
-        if self.from_dir:
-            return f"; is {self.from_dir} at commit {self.release.commit}?"
         return ""
+
+
+class LocalCopy:
+    """The release's files from a local copy of the authors' repository (a clone or an
+    unpacked archive), which must be at the release's commit."""
+    verb = "copied"
+
+    def __init__(self, release, folder, dest):
+        self.release, self.folder, self.dest = release, folder, dest
+        self.blob_ids = {}                   # path → blob id in the copy, or why there is none
+
+    def __str__(self):
+        return self.folder
+
+    def origin(self, path):
+        """The local file `path` comes from."""
+        return os.path.join(self.folder, path)
+
+    def copy(self, path, write):
+        copy_local(self.origin(path), write)
+
+    def at_commit(self):
+        """What the copy must be: the repository at the release's commit (and how, for a clone)."""
+        commit = self.release.commit
+        how = (f" (git -C {self.folder} checkout {commit})"
+               if os.path.exists(os.path.join(self.folder, ".git")) else "")
+        return f"{self.release.name} needs {REPOSITORY_URL} at commit {commit}{how}"
+
+    def mismatch_hint(self):
+        return f"; is {self.folder} at commit {self.release.commit}? {self.at_commit()}"
+
+    def problem(self, path, blob):
+        """Why the copy's `path` cannot be installed, as (kind, detail): ('missing', ''),
+        ('unreadable', reason) or ('differs', blob ids); None when it verifies."""
+        if path not in self.blob_ids:
+            src = self.origin(path)
+            try:
+                self.blob_ids[path] = blob_id(src) if os.path.isfile(src) else None
+            except OSError as err:
+                self.blob_ids[path] = ("unreadable", err.strerror or str(err))
+        got = self.blob_ids[path]
+        if got is None:
+            return "missing", ""
+        if isinstance(got, tuple):
+            return got
+        return None if got == blob else ("differs", f"git blob id {got}, expected {blob}")
+
+    def complete_types(self):
+        """The temporal types whose every file (models and NormTerm) verifies in the copy."""
+        return [mt for mt in self.release.temporal_types
+                if not any(self.problem(p, b) for p, b in self.release.files(mt).items())]
+
+    def check(self, files):
+        """Verify every file to be installed in the copy before any is: one that is missing
+        or differs is listed, and the error names the commit the copy must be at and the
+        temporal types it does hold complete, with the command that installs each."""
+        problems = {p: why for p, b in files.items() if (why := self.problem(p, b))}
+        if not problems:
+            return
+        for path, (kind, detail) in problems.items():
+            print(f"{kind:9} {self.origin(path)}{f' ({detail})' if detail else ''}")
+        missing = sum(kind == "missing" for kind, _ in problems.values())
+        complete = self.complete_types()
+        offer = ""
+        if complete:
+            commands = ", or: ".join(fetch_command(self.release.name, mt, self.dest, f"--from {self.folder}")
+                                     for mt in complete)
+            offer = (f" It holds the {', '.join(complete)} models of {self.release.name} complete; "
+                     f"install {'them' if len(complete) == 1 else 'one type'} with: {commands}")
+        raise UserError(f"{len(problems)} of the {len(files)} file(s) to install are missing or differ "
+                        f"in {self.folder} ({missing} missing, {len(problems) - missing} differ; listed "
+                        f"above): {self.at_commit()}. Nothing was installed.{self.inner_hint()}{offer}")
+
+    def inner_hint(self):
+        """Where the release's files are when the folder given holds none but a subfolder does
+        (an archive unpacked into the folder given)."""
+        if any(os.path.exists(self.origin(p)) for p in self.release.files()):
+            return ""
+        inner = [d for d in sorted(os.listdir(self.folder))
+                 if os.path.isdir(os.path.join(self.folder, d, "trained_models"))]
+        if not inner:
+            return f" None of the release's files is in {self.folder}."
+        return (f" None of the release's files is in {self.folder}, but {os.path.join(self.folder, inner[0])} "
+                f"holds a trained_models/ folder: give --from {os.path.join(self.folder, inner[0])}")
 
 
 def install_file(source, path, blob, target):
@@ -274,24 +375,25 @@ def installed_ok(target, blob):
 
 def install_release(release, temporal_type, source, dest):
     """Install the release's files (one temporal type, if given) under dest/<release>;
-    (files fetched, files already there)."""
+    (files fetched, files already there). The source checks the files still needed first."""
     base = os.path.join(dest, release.name)
     files = release.files(temporal_type)
     print(f"{release.name}: {len(files)} files from {source} into {base}")
-    fetched = skipped = 0
+    needed = {}
     for path, blob in files.items():
-        target = os.path.join(base, path)
-        if installed_ok(target, blob):
+        if installed_ok(os.path.join(base, path), blob):
             print(f"skipped   {path} (installed, blob id verifies)")
-            skipped += 1
-            continue
+        else:
+            needed[path] = blob
+    source.check(needed)
+    for path, blob in needed.items():
+        target = os.path.join(base, path)
         try:
             size = install_file(source, path, blob, target)
         except OSError as err:
             raise UserError(f"could not write {target}: {err.strerror or err}") from None
         print(f"{source.verb:9} {path} ({size} bytes, blob id verified)")
-        fetched += 1
-    return fetched, skipped
+    return len(needed), len(files) - len(needed)
 
 
 def usage_lines(release, temporal_type, dest):
@@ -299,7 +401,7 @@ def usage_lines(release, temporal_type, dest):
     models, norm = release_dirs(release.name, dest)
     types = [temporal_type] if temporal_type else release.temporal_types
     lines = [f"models in {models}", f"NormTerm in {norm}", "predict a folder of WAVs with:"]
-    lines += [f"  python prediction_process.py --release {release.name} -mt {mt} --input DIR"
+    lines += [f"  {PYTHON} prediction_process.py --release {release.name} -mt {mt} --input DIR"
               for mt in types]
     if not same_folder(dest, RELEASED_DIR):
         lines.append(f"(--release looks in {RELEASED_DIR}; this release is in {dest})")
@@ -312,9 +414,13 @@ def main(argv=None):
     release = RELEASES[args.release]
     if args.model_type:
         require_type(release, args.model_type)
-    if args.from_dir and not os.path.isdir(args.from_dir):
-        raise UserError(f"--from {args.from_dir}: no such folder")
-    source = Source(release, args.base_url, args.from_dir, args.timeout)
+    if args.from_dir:
+        if not os.path.isdir(args.from_dir):
+            raise UserError(f"--from {args.from_dir}: no such folder")
+        source = LocalCopy(release, args.from_dir, args.dest)
+    else:
+        source = Download(release, args.base_url, args.timeout,
+                          offline_route(release, args.model_type, args.dest))
     fetched, skipped = install_release(release, args.model_type, source, args.dest)
     print(f"{release.name} installed: {fetched} file(s) {source.verb}, {skipped} already there")
     print("\n".join(usage_lines(release, args.model_type, args.dest)))

@@ -123,7 +123,7 @@ def test_installs_every_file_verified(release, server, tmp_path, capsys):
     assert mode == 0o666 & ~current_umask()
     out = capsys.readouterr().out
     assert sum(line.startswith("fetched ") for line in out.splitlines()) == len(contents)
-    assert "python prediction_process.py --release fixture -mt Temp-Trans --input DIR" in out
+    assert "  .venv/bin/python prediction_process.py --release fixture -mt Temp-Trans --input DIR" in out
     assert "MIT licence" in out and "winston-lin-wei-cheng/Temporal-Enhanced-DeepEmoCluster" in out
 
     server.requests.clear()
@@ -225,7 +225,7 @@ def test_installed_file_that_does_not_verify_is_fetched_again(release, server, t
     assert installed_files(tmp_path / "fixture") == contents
 
 
-def test_unreachable_server_gives_one_line_error(release, tmp_path, capsys):
+def test_unreachable_server_gives_one_line_error(release, tmp_path, capsys, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -234,6 +234,14 @@ def test_unreachable_server_gives_one_line_error(release, tmp_path, capsys):
     assert code == 1
     assert err.startswith("error: could not fetch " + base + url_path(""))
     assert err.count("\n") == 1 and "Traceback" not in err
+    # The offline route: a local copy at the release's commit, named in full, and the command.
+    assert (f"; without network access to GitHub, install from a local copy of "
+            f"https://github.com/{fetch_models.REPOSITORY} at commit {COMMIT} (a clone checked out "
+            f"there, or its archive https://github.com/{fetch_models.REPOSITORY}/archive/{COMMIT}.zip "
+            f"unpacked): .venv/bin/python fetch_models.py fixture --dest {tmp_path} --from DIR\n") in err
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_exit(["fixture", "-mt", "Temp-GRU", "--base-url", base, "--timeout", "5"], capsys)
+    assert code == 1 and err.endswith(": .venv/bin/python fetch_models.py fixture -mt Temp-GRU --from DIR\n")
 
 
 def test_http_error_names_the_url(release, server, tmp_path, capsys):
@@ -242,6 +250,7 @@ def test_http_error_names_the_url(release, server, tmp_path, capsys):
     del server.files[url_path(missing)]
     code, err = cli_exit(["fixture", "--base-url", server.base_url, "--dest", str(tmp_path)], capsys)
     assert code == 1 and server.base_url + url_path(missing) in err and "HTTP 404" in err
+    assert f"without network access to GitHub, install from a local copy" in err and COMMIT in err
     assert not os.path.exists(tmp_path / "fixture" / missing)
 
 
@@ -259,19 +268,79 @@ def test_from_local_copy(release, tmp_path, capsys):
     dest = tmp_path / "released"
     assert fetch_models.main(["fixture", "--from", str(clone), "--dest", str(dest), "-mt", "Temp-GRU"]) == 0
     assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-Trans" not in p}
-    assert "copied    NormTerm/feat_norm_means.mat" in capsys.readouterr().out
-
-    with open(clone / NORM_NAMES[0], "ab") as f:
-        f.write(b"x")
-    os.remove(dest / "fixture" / NORM_NAMES[0])
-    capsys.readouterr()
-    code, err = cli_exit(["fixture", "--from", str(clone), "--dest", str(dest)], capsys)
-    assert code == 1 and "refused" in err and NORM_NAMES[0] in err and COMMIT in err
-    assert not os.path.exists(dest / "fixture" / NORM_NAMES[0])
-    assert not [n for n in os.listdir(dest / "fixture" / "NormTerm") if n.endswith(".tmp")]
+    out = capsys.readouterr().out
+    assert "copied    NormTerm/feat_norm_means.mat" in out
+    assert "  .venv/bin/python prediction_process.py --release fixture -mt Temp-GRU --input DIR" in out
 
     code, err = cli_exit(["fixture", "--from", str(tmp_path / "nowhere"), "--dest", str(dest)], capsys)
     assert code == 1 and "no such folder" in err
+
+
+def local_install(clone, dest, capsys, *extra):
+    """(exit status, stdout, stderr) of fetch_models.py fixture --from clone --dest dest."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: fetch_models.main(["fixture", "--from", str(clone), "--dest", str(dest), *extra]))
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def test_copy_at_another_commit_is_checked_whole_before_anything_is_installed(release, tmp_path, capsys):
+    """A copy lacking one Temp-Trans model and holding another that differs: nothing is
+    installed; each file is listed, the error names the commit the copy must be at and the
+    complete type with the command that installs it, which then installs exactly that type."""
+    rel, contents = release
+    clone, dest = tmp_path / "clone", tmp_path / "released"
+    write_local_copy(clone, contents)
+    gone, changed = rel.model_path("Act", "Temp-Trans"), rel.model_path("Val", "Temp-Trans")
+    os.remove(clone / gone)
+    (clone / changed).write_bytes(b"another version")
+    code, out, err = local_install(clone, dest, capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert not os.path.exists(dest / "fixture") or installed_files(dest / "fixture") == {}
+    assert f"missing   {clone / gone}\n" in out
+    assert (f"differs   {clone / changed} (git blob id {git_blob_id(b'another version')}, expected "
+            f"{rel.model_blobs[('Val', 'Temp-Trans')]})\n") in out
+    assert not [line for line in out.splitlines() if line.startswith(("copied", "fetched"))]
+    command = f".venv/bin/python fetch_models.py fixture -mt Temp-GRU --dest {dest} --from {clone}"
+    assert err == (f"error: 2 of the 9 file(s) to install are missing or differ in {clone} (1 missing, "
+                   f"1 differ; listed above): fixture needs https://github.com/{fetch_models.REPOSITORY} "
+                   f"at commit {COMMIT}. Nothing was installed. It holds the Temp-GRU models of fixture "
+                   f"complete; install them with: {command}\n")
+
+    assert fetch_models.main(command.split()[2:]) == 0
+    assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-Trans" not in p}
+
+    # Asked for the incomplete type alone, the error still offers the complete one.
+    code, out, err = local_install(clone, dest, capsys, "-mt", "Temp-Trans")
+    assert code == 1 and "2 of the 3 file(s) to install" in err and command in err
+    assert "skipped   NormTerm/feat_norm_means.mat" in out
+
+
+def test_copy_with_every_type_complete_but_a_wrong_normterm_offers_none(release, tmp_path, capsys):
+    rel, contents = release
+    clone = tmp_path / "clone"
+    write_local_copy(clone, contents)
+    with open(clone / NORM_NAMES[0], "ab") as f:
+        f.write(b"x")
+    os.mkdir(clone / ".git")
+    code, out, err = local_install(clone, tmp_path / "released", capsys)
+    assert code == 1
+    assert f"differs   {clone / NORM_NAMES[0]} (git blob id" in out
+    assert f"at commit {COMMIT} (git -C {clone} checkout {COMMIT}). Nothing was installed.\n" in err
+    assert "It holds" not in err
+    assert not os.path.exists(tmp_path / "released" / "fixture" / NORM_NAMES[0])
+
+
+def test_archive_unpacked_one_level_down_is_pointed_to(release, tmp_path, capsys):
+    _, contents = release
+    inner = tmp_path / "unzipped" / "Temporal-Enhanced-DeepEmoCluster-0123456"
+    write_local_copy(inner, contents)
+    code, out, err = local_install(tmp_path / "unzipped", tmp_path / "released", capsys)
+    assert code == 1 and "9 of the 9 file(s) to install are missing or differ" in err
+    assert err.endswith(f"None of the release's files is in {tmp_path / 'unzipped'}, but {inner} holds a "
+                        f"trained_models/ folder: give --from {inner}\n")
+    assert local_install(inner, tmp_path / "released", capsys)[0] == 0
+    assert installed_files(tmp_path / "released" / "fixture") == contents
 
 
 def test_check_release(tmp_path, monkeypatch):
@@ -280,9 +349,20 @@ def test_check_release(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=re.escape(hint)):
         check_release("v1.8", "Temp-CNN", root)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserError, match=r"python fetch_models.py v1.8 -mt Temp-CNN$"):
+    commit = RELEASES["v1.8"].commit
+    with pytest.raises(UserError) as err:
         check_release("v1.8", "Temp-CNN")
-    with pytest.raises(UserError, match=r"python fetch_models.py v1.8-ssl\b"):
+    # Both routes: the download, and --from a local copy at the commit named in full.
+    assert str(err.value).endswith(
+        "Fetch it with: .venv/bin/python fetch_models.py v1.8 -mt Temp-CNN; or, without network "
+        f"access to GitHub, install from a local copy of https://github.com/{fetch_models.REPOSITORY} "
+        f"at commit {commit} (a clone checked out there, or its archive "
+        f"https://github.com/{fetch_models.REPOSITORY}/archive/{commit}.zip unpacked): "
+        ".venv/bin/python fetch_models.py v1.8 -mt Temp-CNN --from DIR")
+    ssl = RELEASES["v1.8-ssl"].commit
+    with pytest.raises(UserError, match=r"Fetch it with: \.venv/bin/python fetch_models.py v1.8-ssl "
+                                        rf"--dest {re.escape(root)};.* at commit {ssl} .*: \.venv/bin/python "
+                                        rf"fetch_models.py v1.8-ssl --dest {re.escape(root)} --from DIR$"):
         check_release("v1.8-ssl", "Temp-Trans", root)
     with pytest.raises(UserError, match="no Temp-GRU models"):
         check_release("v1.8-ssl", "Temp-GRU", root)

@@ -134,6 +134,7 @@ def test_flags_that_contradict_the_release_are_refused(installed, argv, message)
 
 def test_a_release_not_fetched_says_how_to_fetch_it(tmp_path, monkeypatch, capsys):
     import fetch_models
+    import online_testing
     import prediction_process
     from utils import run_cli
 
@@ -144,7 +145,20 @@ def test_a_release_not_fetched_says_how_to_fetch_it(tmp_path, monkeypatch, capsy
         parse_args(["--release", "v1.8", "-mt", "Temp-GRU"])
     with pytest.raises(SystemExit) as done:
         run_cli(lambda: prediction_process.main(["--release", "v1.8-ssl", "--input", str(tmp_path)]))
-    assert done.value.code == 1 and "is not installed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and "is not installed" in err and err.count("\n") == 1
+    # Both routes, each with the interpreter as the README names it.
+    commit = fetch_models.RELEASES["v1.8-ssl"].commit
+    assert ("Fetch it with: .venv/bin/python fetch_models.py v1.8-ssl; or, without network access "
+            "to GitHub, install from a local copy of "
+            f"https://github.com/{fetch_models.REPOSITORY} at commit {commit} ") in err
+    assert err.endswith(": .venv/bin/python fetch_models.py v1.8-ssl --from DIR\n")
+    with pytest.raises(SystemExit) as done:
+        run_cli(lambda: online_testing.main(["--release", "v1.8", "-mt", "Temp-CNN", "-emo", "Dom"]))
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and "Fetch it with: .venv/bin/python fetch_models.py v1.8 -mt Temp-CNN; " in err
+    assert f"at commit {fetch_models.RELEASES['v1.8'].commit} " in err
+    assert err.endswith(": .venv/bin/python fetch_models.py v1.8 -mt Temp-CNN --from DIR\n")
     with pytest.raises(SystemExit):
         parse_args(["--release", "v9"])
     assert "invalid choice: 'v9'" in capsys.readouterr().err
