@@ -30,8 +30,8 @@ from features import (AUDIO_EXTENSIONS, chunk_turn, extract_features, feature_po
 from model import EMBED_DIM, load_model, predict_batch, prepare_for_inference
 from release_flags import RELEASE_FLAGS, add_model_selection, apply_release, attribute_checkpoints
 from runtime import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
-from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, UserError, atomic_path, progress,
-                   run_cli, save_npy)
+from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, SHORTEST_TRAINING_TURN_SECONDS,
+                   UserError, atomic_path, progress, run_cli, save_npy)
 from windows import CHUNK_SECONDS, audio_seconds, read_windows, window_features
 
 # Data paths: edit these, or give them on the command line.
@@ -143,11 +143,16 @@ class Turn(NamedTuple):
     def name(self):
         return os.path.basename(self.path)
 
+    @property
+    def span(self):
+        """'window 0.000–11.000 s', or None for a whole file."""
+        if self.start is None:
+            return None
+        return f"window {self.start:.{SECONDS_DECIMALS}f}–{self.end:.{SECONDS_DECIMALS}f} s"
+
     def describe(self, reason):
         """A reason for the errors CSV, naming the window."""
-        if self.start is None:
-            return reason
-        return f"window {self.start:.{SECONDS_DECIMALS}f}–{self.end:.{SECONDS_DECIMALS}f} s: {reason}"
+        return reason if self.span is None else f"{self.span}: {reason}"
 
 
 def turn_sources(paths, window, hop, errors):
@@ -201,6 +206,7 @@ class Prediction(NamedTuple):
     turns: list                 # the Turn of each row
     embeddings: list            # per attribute model, (rows, 256) float32; None unless asked for
     long_files: list            # (File_Name, seconds) of whole files longer than LONG_RECORDING_SECONDS
+    short_turns: list           # (Turn, seconds) of files or windows shorter than any training turn
 
 
 class TorchModels(NamedTuple):
@@ -259,7 +265,7 @@ def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=F
     Works through the turns in blocks, so memory grows neither with the folder nor with
     the length of a recording.
     """
-    rows, errors, turns, long_files, whole, padded = [], [], [], [], [], []
+    rows, errors, turns, long_files, short_turns, whole, padded = [], [], [], [], [], [], []
     vectors = [[] for _ in EMOTIONS]
     pool = feature_pool(workers) if workers > 1 else None
     bar = progress(total=len(paths), desc="predict", unit="file")
@@ -276,6 +282,8 @@ def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=F
                     (whole if is_whole_turn_chunked(feat.shape[0]) else padded).append(turn.name)
                 if window is None and duration > LONG_RECORDING_SECONDS:
                     long_files.append((turn.name, duration))
+                if duration < SHORTEST_TRAINING_TURN_SECONDS:
+                    short_turns.append((turn, duration))
                 kept.append(turn)
                 kept_feats.append(feat)
             if kept:
@@ -294,7 +302,7 @@ def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=F
         warnings.warn(short_turn_warning(whole, padded, "file(s)"), stacklevel=2)
     if embeddings:
         vectors = [np.concatenate(v) if v else np.zeros((0, EMBED_DIM), np.float32) for v in vectors]
-    return Prediction(rows, errors, turns, vectors if embeddings else None, long_files)
+    return Prediction(rows, errors, turns, vectors if embeddings else None, long_files, short_turns)
 
 
 # --- outputs --------------------------------------------------------------------------------------------
@@ -355,6 +363,17 @@ def long_recording_warning(long_files):
             f"--window {LONG_RECORDING_SECONDS:g}")
 
 
+def short_recording_warning(short_turns, window=None):
+    """The summary's warning about files (or windows) shorter than the shortest training turn."""
+    turn, duration = min(short_turns, key=lambda t: t[1])
+    advice = "" if window is None or window >= SHORTEST_TRAINING_TURN_SECONDS else \
+        f" (--window {window:g} is shorter than that)"
+    return (f"warning: {len(short_turns)} {'file(s)' if window is None else 'window(s)'} shorter "
+            f"than {SHORTEST_TRAINING_TURN_SECONDS:g} s, the shortest turn the models were trained on, "
+            f"were predicted all the same{advice}; the shortest is {turn.name}"
+            f"{'' if turn.span is None else ', ' + turn.span} ({duration:.2f} s)")
+
+
 def main(argv=None):
     args = parse_args(argv)
     seed_everything(0)
@@ -390,6 +409,8 @@ def main(argv=None):
         print(f"{len(others)} non-audio file(s) skipped")
     if result.long_files:
         print(long_recording_warning(result.long_files))
+    if result.short_turns:
+        print(short_recording_warning(result.short_turns, args.window))
     if result.errors:
         what = "file(s) or window(s) could not be predicted" if windowed else "file(s) could not be read"
         print(f"{len(result.errors)} {what}, listed with the reason in {report}")

@@ -38,6 +38,7 @@ TRAIN_SPLIT = "Train"
 VALIDATION_SPLITS = ("Validation", "Development")   # v1.8; v1.11 and later
 TEST_SPLIT = "Test1"
 TEMPORAL_TYPES = ("Temp-GRU", "Temp-CNN", "Temp-Trans", "Temp-Triplet")
+SHORTEST_TRAINING_TURN_SECONDS = 2.75   # MSP-Podcast turns last 2.75 s to 11 s
 
 # --- Defaults of the original (method §6) ---------------------------------------
 DEFAULT_EPOCHS = 30

@@ -419,3 +419,39 @@ def test_a_long_recording_is_read_one_window_at_a_time(setup, tmp_path, monkeypa
     assert reads and 0 < max(reads) <= window * SR
     assert sum(reads) == len(y)
     assert batches == [minutes]
+
+
+def test_recordings_shorter_than_any_training_turn_are_counted_with_the_shortest(setup, tmp_path, capsys):
+    """Files (and windows) under 2.75 s, the shortest MSP-Podcast turn, are predicted and
+    counted in one warning naming the shortest; 2.75 s itself is not short."""
+    from utils import SHORTEST_TRAINING_TURN_SECONDS
+
+    assert SHORTEST_TRAINING_TURN_SECONDS == 2.75
+    audio = tmp_path / "in"
+    write_audio(str(audio / "a_two.wav"), voice(2.0, seed=1))
+    write_audio(str(audio / "b_tiny.wav"), voice(1.2, seed=2))
+    write_audio(str(audio / "c_edge.wav"), voice(2.75, seed=3))
+    write_audio(str(audio / "d_long.wav"), voice(12.5, seed=4))
+    assert predict(setup, audio, tmp_path / "pred.csv") == 0
+    out = capsys.readouterr().out
+    assert [r[0] for r in read_csv(tmp_path / "pred.csv")[1:]] == ["a_two.wav", "b_tiny.wav", "c_edge.wav",
+                                                                   "d_long.wav"]
+    assert ("warning: 2 file(s) shorter than 2.75 s, the shortest turn the models were trained on, were "
+            "predicted all the same; the shortest is b_tiny.wav (1.20 s)\n") in out
+    # Windows of 11 s: d_long's last window (11–12.5 s) and the short files' single windows.
+    assert predict(setup, audio, tmp_path / "win.csv", "--window", 11) == 0
+    out = capsys.readouterr().out
+    assert ("warning: 3 window(s) shorter than 2.75 s, the shortest turn the models were trained on, were "
+            "predicted all the same; the shortest is b_tiny.wav, window 0.000–1.200 s (1.20 s)\n") in out
+    # Windows of 2 s: every one short but c_edge's (its 0.75 s remainder merged: 0–2.75 s), and
+    # d_long's 0.5 s remainder merged into its last window (10–12.5 s).
+    assert predict(setup, audio, tmp_path / "win2.csv", "--window", 2) == 0
+    spans = [(r[0], float(r[1]), float(r[2])) for r in read_csv(tmp_path / "win2.csv")[1:]]
+    assert ("c_edge.wav", 0.0, 2.75) in spans and ("d_long.wav", 10.0, 12.5) in spans and len(spans) == 9
+    assert ("warning: 8 window(s) shorter than 2.75 s, the shortest turn the models were trained on, were "
+            "predicted all the same (--window 2 is shorter than that); the shortest is b_tiny.wav, window "
+            "0.000–1.200 s (1.20 s)\n") in capsys.readouterr().out
+    os.remove(audio / "a_two.wav")
+    os.remove(audio / "b_tiny.wav")
+    assert predict(setup, audio, tmp_path / "ok.csv") == 0
+    assert "shorter than 2.75 s" not in capsys.readouterr().out
