@@ -32,7 +32,7 @@ from release_flags import RELEASE_FLAGS, add_model_selection, apply_release, att
 from runtime import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
 from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, SHORTEST_TRAINING_TURN_SECONDS,
                    UserError, atomic_path, progress, run_cli, save_npy)
-from windows import CHUNK_SECONDS, audio_seconds, read_windows, window_features
+from windows import CHUNK_SECONDS, audio_seconds, clip_windows, read_windows, window_features
 
 # Data paths: edit these, or give them on the command line.
 INPUT_DIR = "./demo_corpus/Predict"
@@ -155,11 +155,24 @@ class Turn(NamedTuple):
         return reason if self.span is None else f"{self.span}: {reason}"
 
 
+class Clip(NamedTuple):
+    """Audio already in memory (predictor.py), predicted as a file of these samples would be."""
+    path: str                   # the name its rows get
+    samples: np.ndarray         # mono float32
+    rate: int
+
+
 def turn_sources(paths, window, hop, errors):
     """(Turn, (path, samples, sample rate)) of every turn: whole files (read by the feature
-    workers), or each window of each file, read forward from disk. A file whose audio
-    cannot be read goes to `errors`."""
+    workers), or each window of each file, read forward from disk; a Clip's from memory.
+    A file whose audio cannot be read goes to `errors`."""
     for path in paths:
+        if isinstance(path, Clip):
+            spans = [(None, None, path.samples, path.rate, True)] if window is None else \
+                clip_windows(path.samples, path.rate, window, hop)
+            for start, end, samples, rate, last in spans:
+                yield Turn(path.path, start, end, last), (path.path, samples, rate)
+            continue
         if window is None:
             yield Turn(path), (path, None, None)
             continue
@@ -314,6 +327,11 @@ def write_csv(path, header, rows):
             w.writerows(rows)
 
 
+def csv_header(windowed):
+    """The output CSV's columns: File_Name[, Start, End], Aro-Score, Dom-Score, Val-Score."""
+    return ["File_Name"] + (["Start", "End"] if windowed else []) + [SCORE_COLUMNS[e] for e in EMOTIONS]
+
+
 def error_report_path(output):
     root, _ = os.path.splitext(output)
     return root + "_errors.csv"
@@ -357,7 +375,7 @@ def models_title(args, runner):
 def long_recording_warning(long_files):
     """The summary's warning about files summarised as one turn although they are long."""
     name, duration = max(long_files, key=lambda f: f[1])
-    return (f"warning: {len(long_files)} file(s) longer than {LONG_RECORDING_SECONDS:g} s were each "
+    return (f"{len(long_files)} file(s) longer than {LONG_RECORDING_SECONDS:g} s were each "
             f"summarised as one turn ({CHUNKS_PER_TURN} chunks of about 1 s spread over the file); "
             f"the longest is {name} ({duration:.1f} s). For emotion over time use "
             f"--window {LONG_RECORDING_SECONDS:g}")
@@ -368,7 +386,7 @@ def short_recording_warning(short_turns, window=None):
     turn, duration = min(short_turns, key=lambda t: t[1])
     advice = "" if window is None or window >= SHORTEST_TRAINING_TURN_SECONDS else \
         f" (--window {window:g} is shorter than that)"
-    return (f"warning: {len(short_turns)} {'file(s)' if window is None else 'window(s)'} shorter "
+    return (f"{len(short_turns)} {'file(s)' if window is None else 'window(s)'} shorter "
             f"than {SHORTEST_TRAINING_TURN_SECONDS:g} s, the shortest turn the models were trained on, "
             f"were predicted all the same{advice}; the shortest is {turn.name}"
             f"{'' if turn.span is None else ', ' + turn.span} ({duration:.2f} s)")
@@ -388,8 +406,7 @@ def main(argv=None):
     result = predict_folder(paths, runner, args.workers, args.window, args.hop,
                             embeddings=bool(args.embeddings))
     windowed = args.window is not None
-    header = ["File_Name"] + (["Start", "End"] if windowed else []) + [SCORE_COLUMNS[e] for e in EMOTIONS]
-    write_csv(args.output, header, result.rows)
+    write_csv(args.output, csv_header(windowed), result.rows)
     report = error_report_path(args.output)
     if result.errors:
         write_csv(report, ["File_Name", "Reason"], result.errors)
@@ -408,9 +425,9 @@ def main(argv=None):
     if others:
         print(f"{len(others)} non-audio file(s) skipped")
     if result.long_files:
-        print(long_recording_warning(result.long_files))
+        print(f"warning: {long_recording_warning(result.long_files)}")
     if result.short_turns:
-        print(short_recording_warning(result.short_turns, args.window))
+        print(f"warning: {short_recording_warning(result.short_turns, args.window)}")
     if result.errors:
         what = "file(s) or window(s) could not be predicted" if windowed else "file(s) could not be read"
         print(f"{len(result.errors)} {what}, listed with the reason in {report}")

@@ -79,6 +79,13 @@ def read_windows(path, window, hop):
             yield start / rate, position / rate, held, rate, k == len(spans) - 1
 
 
+def clip_windows(samples, rate, window, hop):
+    """Each window of mono samples already in memory, as read_windows gives those of a file."""
+    spans = plan_windows(len(samples), rate, window, hop)
+    for k, (start, stop) in enumerate(spans):
+        yield start / rate, stop / rate, samples[start:stop], rate, k == len(spans) - 1
+
+
 def skip_forward(f, n_samples, piece):
     """Read past n samples, in pieces of at most `piece`."""
     while n_samples > 0:

@@ -59,3 +59,25 @@ def tiny_corpus(tmp_path_factory):
     return {"root": root, "audio": os.path.join(root, "Audios"), "features": feats,
             "labels": os.path.join(root, "Labels", "labels_concensus.csv"),
             "norm": os.path.join(root, "NormTerm")}
+
+
+def write_random_release(root, name="v1.8-ssl", temporal_type="Temp-Trans"):
+    """What fetch_models.py installs for release `name` into root/name, with random weights (seed
+    0) under the release's checkpoint names and a NormTerm of ones: for tests, which never download."""
+    import fetch_models
+    import torch
+    from model import ARCH, build_model, released_state_dict
+    from utils import EMOTIONS, NORM_VAR, save_mat, save_torch
+
+    release = fetch_models.RELEASES[name]
+    base = os.path.join(str(root), name)
+    for emo in EMOTIONS:
+        torch.manual_seed(0)
+        model = build_model(temporal_type, release.clusters[emo])
+        save_torch(os.path.join(base, release.model_path(emo, temporal_type)),
+                   {"arch": ARCH, "state_dict": released_state_dict(model)})
+    for path in release.files(temporal_type):
+        if path.startswith("NormTerm/"):
+            size = (1, 128) if "feat_" in path else (1, 1)
+            save_mat(os.path.join(base, path), NORM_VAR, np.ones(size))
+    return base

@@ -169,24 +169,11 @@ def test_release_predicts_with_the_release_files(tmp_path, monkeypatch, capsys):
     import fetch_models
     import numpy as np
     import soundfile as sf
-    import torch
 
     import prediction_process
-    from model import ARCH, build_model, released_state_dict
-    from utils import EMOTIONS, NORM_VAR, save_mat, save_torch
+    from conftest import write_random_release
 
-    release = fetch_models.RELEASES["v1.8-ssl"]
-    base = tmp_path / "released" / "v1.8-ssl"
-    for emo in EMOTIONS:
-        torch.manual_seed(0)
-        model = build_model("Temp-Trans", release.clusters[emo])
-        save_torch(str(base / release.model_path(emo, "Temp-Trans")),
-                   {"arch": ARCH, "state_dict": released_state_dict(model)})
-    for name in ("feat_norm_means", "feat_norm_stds"):
-        save_mat(str(base / "NormTerm" / f"{name}.mat"), NORM_VAR, np.ones((1, 128)))
-    for emo in EMOTIONS:
-        for stat in ("means", "stds"):
-            save_mat(str(base / "NormTerm" / f"{emo.lower()}_norm_{stat}.mat"), NORM_VAR, np.ones((1, 1)))
+    write_random_release(tmp_path / "released", "v1.8-ssl")
     monkeypatch.setattr(fetch_models, "RELEASED_DIR", str(tmp_path / "released"))
     audio = tmp_path / "in"
     audio.mkdir()
