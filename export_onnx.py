@@ -12,7 +12,8 @@ prediction_process.py does with it: the NormTerm normalisation, NaN → 0 and cl
 ±3 (method §3); the 11 chunks with step ⌊(T − 62)/10⌋, a turn of 53–61 frames as 11 copies
 of the whole turn, a shorter one zero-padded to 62 frames (method §4); the network in
 evaluation mode, averaged over the chunks (model.predict_turns); and the de-normalisation.
-Outputs: "score" on the corpus's 1–7 scale and "embedding", the 256-d turn embedding.
+Outputs: "score" on the training corpus's scale (1–7 in MSP-Podcast) and "embedding", the
+256-d turn embedding.
 The model's facts (attribute, type, K, N, origin, feature settings, licence, citation)
 are in the file's metadata.
 """

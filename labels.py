@@ -83,7 +83,8 @@ def check_turn_names(csv_path, names, splits, split):
 
 
 def read_labels(csv_path, split, emotions=()):
-    """File stems of one split and, per attribute asked for, their labels (1–7 scale).
+    """File stems of one split and, per attribute asked for, their labels (on the corpus's own
+    rating scale: 1–7 in MSP-Podcast; any numeric scale works, see norm_para.py).
 
     Rows of the split that lack a label asked for are left out with a warning that
     gives the count; a split without any such label (Test3 of v1.11 and later) is refused,

@@ -4,7 +4,9 @@
 
 Per-band mean and standard deviation over all frames of all Train files, and
 the mean and standard deviation of each attribute's Train labels, saved as
-`.mat` files holding `normal_para`.
+`.mat` files holding `normal_para`. Training regresses (label − mean) / std and
+testing and prediction map the outputs back with the same mean and std, so labels
+on any numeric scale work, and predictions come back on the corpus's own scale.
 """
 import argparse
 import os

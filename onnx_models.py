@@ -2,9 +2,9 @@
 
 export_onnx.py writes one file per attribute. Each takes one turn's raw mel spectrogram
 "mel" (frames, 128) float32, as feat_extract.py writes it, and gives "score" (the attribute
-on the corpus's 1–7 scale) and "embedding" (the 256-d turn embedding). The feature
-normalisation, chunking, network and de-normalisation are all inside the graph; the files'
-metadata say which model each one is. No torch is imported here.
+on the training corpus's scale, 1–7 in MSP-Podcast) and "embedding" (the 256-d turn
+embedding). The feature normalisation, chunking, network and de-normalisation are all inside
+the graph; the files' metadata say which model each one is. No torch is imported here.
 """
 import hashlib
 import os
@@ -106,6 +106,12 @@ class OnnxModels:
         """Where the models came from: the release, or the folder of exported files."""
         release = self.metadata[0].get("release")
         return f"release {release}, ONNX Runtime" if release else f"{self.folder}, ONNX Runtime"
+
+    @property
+    def norm(self):
+        """Each attribute's label mean and std (NormTerm's keys) that the files de-normalise with."""
+        return {f"{emo}_{stat}": float(meta[f"label_{stat}"])
+                for emo, meta in zip(EMOTIONS, self.metadata) for stat in ("mean", "std")}
 
     def predict(self, feats, embeddings=False):
         """Each model's scores on the label scale (models × turns) for a list of raw

@@ -346,9 +346,9 @@ def write_embeddings(folder, result, windowed):
               [(i,) + tuple(row[:3 if windowed else 1]) for i, row in enumerate(result.rows)])
 
 
-def write_plots(folder, result, title):
+def write_plots(folder, result, title, norm):
     """One PNG per file (its base name + .png) of the windows' scores over time; returns the count."""
-    from emotion_plot import plot_over_time
+    from emotion_plot import label_band, plot_over_time
 
     by_file = {}
     for turn, row in zip(result.turns, result.rows):
@@ -360,7 +360,7 @@ def write_plots(folder, result, title):
         png = name + (f"-{used[name]}" if used[name] > 1 else "") + ".png"   # same name, other folder
         spans = [row[1:3] for row in rows]
         scores = [row[3:] for row in rows]
-        plot_over_time(os.path.join(folder, png), spans, scores, f"{name}: {title}")
+        plot_over_time(os.path.join(folder, png), spans, scores, f"{name}: {title}", label_band(norm))
     return len(by_file)
 
 
@@ -421,7 +421,7 @@ def main(argv=None):
         print(f"turn embeddings ({len(result.rows)} row(s) × {EMBED_DIM} per attribute model): "
               f"{args.embeddings}")
     if args.plot:
-        print(f"{write_plots(args.plot, result, models_title(args, runner))} plot(s): {args.plot}")
+        print(f"{write_plots(args.plot, result, models_title(args, runner), runner.norm)} plot(s): {args.plot}")
     if others:
         print(f"{len(others)} non-audio file(s) skipped")
     if result.long_files:

@@ -1,0 +1,84 @@
+"""A corpus rated on another scale (1–5, as IEMOCAP and MSP-IMPROV are): NormTerm holds the
+Train split's label mean and std on that scale, and testing and prediction map the models'
+outputs back with exactly those, so predictions come back on the corpus's scale."""
+import csv
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import main as train_main
+import norm_para
+import online_testing
+import prediction_process
+from emotion_plot import BAND_STDS, label_band
+from features import load_norm_term
+from labels import read_labels
+from model import checkpoint_name
+from utils import EMOTIONS, LABEL_COLUMN, TEST_SPLIT, TRAIN_SPLIT
+
+MODEL = ["-ep", "1", "-batch", "4", "-nc", "4", "-mt", "Temp-CNN"]
+
+
+def to_five_point(value):
+    """A 1–7 rating mapped onto 1–5."""
+    return 1 + (float(value) - 1) * 4 / 6
+
+
+def test_labels_on_a_1_to_5_scale_train_test_and_predict_on_that_scale(tiny_corpus, tmp_path):
+    with open(tiny_corpus["labels"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for emo in EMOTIONS:
+            row[LABEL_COLUMN[emo]] = repr(to_five_point(row[LABEL_COLUMN[emo]]))
+    labels = str(tmp_path / "labels_1to5.csv")
+    with open(labels, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    norm_dir, model_dir = str(tmp_path / "NormTerm"), tmp_path / "models"
+    data = ["--features", tiny_corpus["features"], "--labels", labels]
+    norm_para.main(data + ["--norm-dir", norm_dir])
+
+    # NormTerm: the Train split's label mean and (population) std on the 1–5 scale.
+    _, train = read_labels(labels, TRAIN_SPLIT, EMOTIONS)
+    norm = load_norm_term(norm_dir)
+    assert all(1 <= train[e].min() and train[e].max() <= 5 for e in EMOTIONS)
+    for emo in EMOTIONS:
+        assert norm[f"{emo}_mean"] == np.mean(train[emo]) and norm[f"{emo}_std"] == np.std(train[emo])
+    assert norm["Act_mean"] != load_norm_term(tiny_corpus["norm"])["Act_mean"]
+    assert label_band(norm) == (min(np.mean(train[e]) - BAND_STDS * np.std(train[e]) for e in EMOTIONS),
+                                max(np.mean(train[e]) + BAND_STDS * np.std(train[e]) for e in EMOTIONS))
+
+    common = MODEL + data + ["--norm-dir", norm_dir, "--model-dir", str(model_dir),
+                             "--cache-dir", str(tmp_path / "cache")]
+    train_main.main(common + ["-emo", "Act"])
+    ccc, tested, truth = online_testing.test_ccc(online_testing.parse_args(common + ["-emo", "Act"]))
+    stems, test = read_labels(labels, TEST_SPLIT, ("Act",))
+    np.testing.assert_array_equal(truth, test["Act"])           # CCC against the 1–5 labels
+    assert np.isfinite(ccc) and train["Act"].min() <= tested.mean() <= train["Act"].max()
+
+    # Prediction: the Act model under all three names, so every column holds the same normalised
+    # output; each comes back with its own attribute's Train mean and std (to the float32
+    # rounding of the scores, which score_rows computes from the models' float32 outputs).
+    act = model_dir / checkpoint_name(1, 4, 4, "Act", "Temp-CNN")
+    for emo in ("Dom", "Val"):
+        shutil.copy(act, model_dir / checkpoint_name(1, 4, 4, emo, "Temp-CNN"))
+    audio = tmp_path / "test_audio"
+    audio.mkdir()
+    for stem in stems:
+        os.symlink(os.path.join(tiny_corpus["audio"], stem + ".wav"), audio / (stem + ".wav"))
+    output = tmp_path / "pred.csv"
+    assert prediction_process.main(MODEL + ["--input", str(audio), "--output", str(output), "--norm-dir",
+                                            norm_dir, "--model-dir", str(model_dir)]) == 0
+    with open(output, newline="") as f:
+        predicted = {r["File_Name"]: r for r in csv.DictReader(f)}
+    scores = np.array([[float(predicted[s + ".wav"][prediction_process.SCORE_COLUMNS[e]]) for e in EMOTIONS]
+                       for s in stems])
+    z = (scores - [norm[f"{e}_mean"] for e in EMOTIONS]) / [norm[f"{e}_std"] for e in EMOTIONS]
+    np.testing.assert_allclose(z[:, 1], z[:, 0], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(z[:, 2], z[:, 0], rtol=0, atol=2e-6)
+    # The same turns through testing (features from .mat) and prediction (from audio): one scale.
+    np.testing.assert_allclose(scores[:, 0], tested, rtol=0, atol=1e-5)
+    assert norm["Val_mean"] != norm["Act_mean"] and not np.allclose(scores[:, 2], scores[:, 0], atol=1e-3)
