@@ -267,19 +267,25 @@ def unlabelled_subset(n_pool, n):
     return indices[:n]
 
 
-def unlabelled_pool(args, norm):
-    """The N unlabelled turns of the pool (sorted file list), chunked into a cache."""
-    pool = sorted(glob.glob(os.path.join(args.unlabeled_features, "*.mat")))
+def unlabelled_files(folder, n, k):
+    """The N unlabelled feature files of the pool in `folder` (the authors' subset of the sorted
+    file list), once the pool is checked to hold N turns and N turns to have chunks for K clusters."""
+    pool = sorted(glob.glob(os.path.join(folder, "*.mat")))
     if not pool:
-        raise UserError(f"-unlabel {args.unlabel_size} asked for, but {args.unlabeled_features} "
-                        "holds no .mat feature files (run feat_extract.py on the unlabelled audio)")
-    if args.unlabel_size > len(pool):
-        raise UserError(f"-unlabel {args.unlabel_size} is larger than the unlabelled pool "
-                        f"({len(pool)} feature files in {args.unlabeled_features})")
-    check_cluster_count(args.unlabel_size, args.num_clusters, f"-unlabel {args.unlabel_size}")
-    chosen = unlabelled_subset(len(pool), args.unlabel_size)
-    return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", [pool[i] for i in chosen],
-                                    norm["feat_mean"], norm["feat_std"], args.cache_dtype)
+        raise UserError(f"-unlabel {n} asked for, but {folder} holds no .mat feature files "
+                        "(run feat_extract.py on the unlabelled audio)")
+    if n > len(pool):
+        raise UserError(f"-unlabel {n} is larger than the unlabelled pool "
+                        f"({len(pool)} feature files in {folder})")
+    check_cluster_count(n, k, f"-unlabel {n}")
+    return [pool[i] for i in unlabelled_subset(len(pool), n)]
+
+
+def unlabelled_pool(args, norm):
+    """The N unlabelled turns of the pool, chunked into a cache."""
+    files = unlabelled_files(args.unlabeled_features, args.unlabel_size, args.num_clusters)
+    return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", files, norm["feat_mean"],
+                                    norm["feat_std"], args.cache_dtype)
 
 
 def check_cluster_count(n_turns, k, what):
