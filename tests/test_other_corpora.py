@@ -3,6 +3,7 @@ Train split's label mean and std on that scale, and testing and prediction map t
 outputs back with exactly those, so predictions come back on the corpus's scale."""
 import csv
 import os
+import re
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ import main as train_main
 import norm_para
 import online_testing
 import prediction_process
+from conftest import ROOT
 from emotion_plot import BAND_STDS, label_band
 from features import load_norm_term
 from labels import read_labels
@@ -21,22 +23,31 @@ from utils import EMOTIONS, LABEL_COLUMN, TEST_SPLIT, TRAIN_SPLIT
 MODEL = ["-ep", "1", "-batch", "4", "-nc", "4", "-mt", "Temp-CNN"]
 
 
-def to_five_point(value):
-    """A 1–7 rating mapped onto 1–5."""
-    return 1 + (float(value) - 1) * 4 / 6
+def readme_conversion():
+    """The Python of the README's worked example that maps the demo corpus's ratings onto 1–5."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## Other corpora"):]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
 
 
 def test_labels_on_a_1_to_5_scale_train_test_and_predict_on_that_scale(tiny_corpus, tmp_path):
-    with open(tiny_corpus["labels"], newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        for emo in EMOTIONS:
-            row[LABEL_COLUMN[emo]] = repr(to_five_point(row[LABEL_COLUMN[emo]]))
     labels = str(tmp_path / "labels_1to5.csv")
-    with open(labels, "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    code = readme_conversion()
+    for path, here in (("demo_1to5/Labels/labels_concensus.csv", tiny_corpus["labels"]),
+                       ("demo_1to5/Labels/labels_1to5.csv", labels)):
+        assert path in code
+        code = code.replace(path, here)
+    exec(code, {})
+    with open(tiny_corpus["labels"], newline="") as f:
+        before = list(csv.DictReader(f))
+    with open(labels, newline="") as f:
+        after = list(csv.DictReader(f))
+    assert [r["FileName"] for r in after] == [r["FileName"] for r in before]
+    for old, new in zip(before, after):
+        for emo in EMOTIONS:
+            assert float(new[LABEL_COLUMN[emo]]) == pytest.approx(1 + (float(old[LABEL_COLUMN[emo]]) - 1) * 4 / 6,
+                                                                 abs=1e-12)
     norm_dir, model_dir = str(tmp_path / "NormTerm"), tmp_path / "models"
     data = ["--features", tiny_corpus["features"], "--labels", labels]
     norm_para.main(data + ["--norm-dir", norm_dir])
