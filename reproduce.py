@@ -27,12 +27,11 @@ import subprocess
 from dataclasses import dataclass
 
 import main as train_script
-from labels import read_labels, validation_split
+from preflight import check_sweep
 from sweep_local import AFTER_FULL_DISK, run_all
 from sweep_report import COLUMNS, write_report
 from sweep_run import ROOT, Run, make_row, plan
-from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, TRAIN_SPLIT, UserError, at_least,
-                   atomic_path, run_cli)
+from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, UserError, at_least, atomic_path, run_cli)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -142,7 +141,8 @@ def usable_cores():
 
 
 def settings_from_args(args):
-    """Check the grid and the data paths; UserError (exit 1) for anything wrong."""
+    """The sweep's Settings, its grid and devices checked; UserError (exit 1) for anything wrong.
+    (preflight.check_sweep checks the data.)"""
     slots = parse_devices(args.devices) if args.devices else ("cpu",) * (args.jobs or 1)
     s = Settings(
         types=parse_list(args.model_type, "-mt", allowed=TEMPORAL_TYPES),
@@ -158,17 +158,6 @@ def settings_from_args(args):
         cache_dir=os.path.abspath(args.cache_dir), val_split=args.val_split, split=args.split,
         out=os.path.abspath(args.out),
         slots=slots, threads=max(1, usable_cores() // len(slots)))
-    checks = [(s.features, os.path.isdir, "--features folder"), (s.labels, os.path.isfile, "--labels file"),
-              (s.norm_dir, os.path.isdir, "--norm-dir folder")]
-    if any(s.unlabels):
-        checks.append((s.unlabeled_features, os.path.isdir, "--unlabeled-features folder"))
-    for path, exists, what in checks:
-        if not exists(path):
-            raise UserError(f"{what} not found: {path}")
-    for split in (TRAIN_SPLIT, validation_split(s.labels, s.val_split), s.split):
-        read_labels(s.labels, split, s.emotions)   # what every run would stop at, refused once
-    if os.path.exists(s.out) and not os.path.isdir(s.out):
-        raise UserError(f"--out {s.out} exists and is not a folder")
     return s
 
 
@@ -248,7 +237,9 @@ def main(argv=None):
         write_report(out)
         print(f"report: {os.path.join(out, 'results.md')}, {os.path.join(out, 'results.png')}")
         return 0
-    return sweep(settings_from_args(args))
+    settings = settings_from_args(args)
+    check_sweep(settings)      # whatever runs the sweep: its data, before the first run starts
+    return sweep(settings)
 
 
 if __name__ == "__main__":

@@ -337,21 +337,24 @@ def test_two_jobs_give_the_results_of_one(env, one_job):
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on(env, tmp_path, capsys):
-    """-unlabel 5 with an empty unlabelled pool fails; the -unlabel 0 run after it finishes."""
+    """-unlabel 5 from a pool of 5 feature files, one of them damaged (which no check before the
+    sweep reads), fails; the -unlabel 0 run after it finishes."""
     out = env["base"] / "failing"
-    empty = tmp_path / "no_unlabelled"
-    empty.mkdir()
-    assert sweep(env, out, "-unlabel", "5,0", "--unlabeled-features", str(empty), seeds="31") == 1
+    pool = tmp_path / "unlabelled"
+    pool.mkdir()
+    for name in sorted(os.listdir(env["corpus"]["features"]))[:4]:
+        shutil.copy(os.path.join(env["corpus"]["features"], name), pool / name)
+    (pool / "damaged.mat").write_bytes(b"not a MAT file")
+    assert sweep(env, out, "-unlabel", "5,0", "--unlabeled-features", str(pool), seeds="31") == 1
     printed = capsys.readouterr().out
     assert "1 done, 0 running, 0 left, 1 failed of 2; time left" in printed
     rows = results(out)
     assert rows[(5, 31)]["status"] == "failed"
-    assert rows[(5, 31)]["error"].startswith("main.py: error: -unlabel 5 asked for, but")
-    assert "holds no .mat feature files" in rows[(5, 31)]["error"]
+    assert rows[(5, 31)]["error"].startswith(f"main.py: error: cannot read features from {pool / 'damaged.mat'}")
     assert rows[(5, 31)]["CCC"] == ""
     assert rows[(0, 31)]["status"] == "ok" and rows[(0, 31)]["CCC"] != ""
     md = (out / "results.md").read_text()
-    assert "holds no .mat feature files" in md.split("## Failed runs", 1)[1]
+    assert "cannot read features from" in md.split("## Failed runs", 1)[1]
 
 
 # --- bad input ---------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""What a reproduce.py sweep checks before its first run starts, whichever executor runs it:
+everything main.py and online_testing.py would refuse in any run of the grid, refused with
+their own messages in seconds rather than after a training run.
+
+The grid's values and devices are checked as reproduce.py parses them; this adds the data:
+the folders, the labels file and its splits (Train, the validation split, the test split,
+for every attribute of the grid), the NormTerm files, the feature file of every turn those
+splits hold, the cluster counts against the Train split, and the unlabelled pool.
+"""
+import os
+
+from features import load_norm_term
+from labels import feature_paths, read_labels, validation_split
+from main import check_cluster_count, unlabelled_files
+from runtime import pick_device
+from utils import TRAIN_SPLIT, UserError
+
+
+def check_sweep(s):
+    """Raise the UserError the first failing run of sweep `s` (reproduce.Settings) would stop on."""
+    check_folders(s)
+    load_norm_term(s.norm_dir, s.emotions)
+    val_split = validation_split(s.labels, s.val_split)
+    stems = set()
+    for emo in s.emotions:
+        train, _ = read_labels(s.labels, TRAIN_SPLIT, (emo,))
+        for split in (val_split, s.split):
+            stems.update(read_labels(s.labels, split, (emo,))[0])
+        stems.update(train)
+        for k in s.clusters:
+            check_cluster_count(len(train), k, "the Train split")
+    feature_paths(s.features, sorted(stems))
+    for n in [n for n in s.unlabels if n > 0]:
+        for k in s.clusters:
+            unlabelled_files(s.unlabeled_features, n, k)
+    for device in dict.fromkeys(s.slots):
+        pick_device(device)
+
+
+def check_folders(s):
+    """The data folders and the labels file exist; --out, if it exists, is a folder."""
+    checks = [(s.features, os.path.isdir, "--features folder"), (s.labels, os.path.isfile, "--labels file"),
+              (s.norm_dir, os.path.isdir, "--norm-dir folder")]
+    if any(s.unlabels):
+        checks.append((s.unlabeled_features, os.path.isdir, "--unlabeled-features folder"))
+    for path, exists, what in checks:
+        if not exists(path):
+            raise UserError(f"{what} not found: {path}")
+    if os.path.exists(s.out) and not os.path.isdir(s.out):
+        raise UserError(f"--out {s.out} exists and is not a folder")
