@@ -281,6 +281,22 @@ def test_onnx_prediction_over_windows_with_plots(recordings, shipped_onnx, tmp_p
     assert sorted(os.listdir(tmp_path / "onnx" / "plots")) == [f"r{i}.wav.png" for i in range(4)]
 
 
+def test_predictor_with_onnx_gives_the_onnx_csv(recordings, shipped_onnx, tmp_path):
+    """predictor.Predictor(onnx=DIR): the rows of prediction_process.py --onnx DIR exactly (the same
+    ONNX sessions on the same turns), broken.wav left out with a warning; the label mean and std
+    the files de-normalise with (for --plot's axis) are the NormTerm's they were exported with."""
+    from predictor import Predictor
+
+    predict_with("onnx", recordings, shipped_onnx, tmp_path)
+    rows = [[r[0]] + [float(v) for v in r[1:]] for r in read_csv(tmp_path / "pred.csv")[1:]]
+    predictor = Predictor(onnx=str(shipped_onnx))
+    with pytest.warns(UserWarning, match="1 of 5 input"):
+        table = predictor.predict(str(recordings), skip_errors=True)
+    assert [list(r) for r in table.itertuples(index=False)] == rows
+    norm = load_norm_term(os.path.join(ROOT, "NormTerm"))
+    assert predictor.runner.norm == {k: v for k, v in norm.items() if not k.startswith("feat")}
+
+
 def onnx_dir_error(folder, recordings, tmp_path, capsys):
     assert cli(prediction_process.main, ["--input", recordings, "--output", tmp_path / "p.csv",
                                          "--onnx", folder]) == 1
