@@ -96,7 +96,7 @@ class Run:
         (the shipped demo models, an earlier run) is never replaced without being asked."""
         if resume or overwrite or not os.path.exists(self.checkpoint):
             return
-        hint = (f"--resume to continue its interrupted training, " if os.path.exists(self.resume)
+        hint = ("--resume to continue its interrupted training, " if os.path.exists(self.resume)
                 else "")
         raise UserError(f"{self.checkpoint} already holds a checkpoint; not replacing it. Use "
                         f"{hint}--overwrite to train it again from scratch, or --model-dir DIR to "

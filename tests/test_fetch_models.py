@@ -250,7 +250,7 @@ def test_http_error_names_the_url(release, server, tmp_path, capsys):
     del server.files[url_path(missing)]
     code, err = cli_exit(["fixture", "--base-url", server.base_url, "--dest", str(tmp_path)], capsys)
     assert code == 1 and server.base_url + url_path(missing) in err and "HTTP 404" in err
-    assert f"without network access to GitHub, install from a local copy" in err and COMMIT in err
+    assert "without network access to GitHub, install from a local copy" in err and COMMIT in err
     assert not os.path.exists(tmp_path / "fixture" / missing)
 
 
