@@ -4,6 +4,7 @@ over several seeds, then tabulate and compare (method §8).
     python reproduce.py -mt Temp-GRU,Temp-CNN,Temp-Trans,Temp-Triplet -emo Act,Dom,Val \\
         -nc 10 --seeds 31,32,33 -ep 30 -batch 64 --features F --labels L --out sweep
     python reproduce.py --report sweep     # rebuild results.md and results.png from results.csv
+    python reproduce.py ... --out sweep --executor slurm --slurm-partition gpu --slurm-gpus-per-run 1
 
 Lists are comma-separated; every combination of -mt, -emo, -nc, -unlabel, --precision
 and --seeds is one run: `main.py` then `online_testing.py`, each in its own folder
@@ -16,6 +17,12 @@ result are only tested. A failed run is recorded with its error and the sweep go
 (exit status 1). Results: OUT/results.csv (one row per run), OUT/results.md (mean ±
 sample std per cell in the layout of the published table, and paired tests over the
 seeds between the levels of every factor that varies), OUT/results.png.
+
+`--executor slurm` sends the runs to a SLURM cluster instead, one job per run submitted as one
+job array through submitit (sweep_slurm.py): the same command lines and files, job ids and
+states in OUT/slurm/jobs.json, SLURM logs in OUT/slurm/ (each run's slurm.log). Run the same
+command again to submit only what is neither finished nor queued or running and wait for it;
+`--report OUT` shows the jobs' states and the results so far while they run.
 """
 import argparse
 import csv
@@ -24,16 +31,19 @@ import itertools
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import main as train_script
 from preflight import check_sweep
+import sweep_slurm
 from sweep_local import AFTER_FULL_DISK, run_all
 from sweep_report import COLUMNS, write_report
 from sweep_run import ROOT, Run, make_row, plan
 from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, UserError, at_least, atomic_path, run_cli)
 
 PRECISIONS = ("auto", "fp32", "bf16")
+EXECUTORS = ("local", "slurm")
+SLURM_DEFAULTS = {"slurm_time": 240, "slurm_cpus_per_run": 4, "slurm_gpus_per_run": 0}
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -58,6 +68,7 @@ class Settings:
     out: str
     slots: tuple        # the --device of each concurrent run
     threads: int        # OMP/MKL threads per run
+    slurm: sweep_slurm.SlurmOptions = None    # --executor slurm: what each run's job asks for
 
 
 def parse_args(argv=None):
@@ -88,12 +99,46 @@ def parse_args(argv=None):
     o.add_argument("--jobs", type=at_least(1, "--jobs"), help="CPU runs at once (default 1)")
     o.add_argument("--devices", help="one run at a time per device listed, e.g. cuda:0,cuda:1")
     o.add_argument("--report", metavar="DIR",
-                   help="only rebuild DIR/results.md and DIR/results.png from DIR/results.csv")
+                   help="only rebuild DIR/results.md and DIR/results.png from DIR/results.csv "
+                        "(a SLURM sweep: also the jobs' states, and results.csv from the runs)")
+    o.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: runs on this machine (--jobs, --devices); slurm: one SLURM job "
+                        "per run, submitted as one job array (default local)")
+    c = p.add_argument_group("SLURM (--executor slurm; each run is one job)")
+    c.add_argument("--slurm-partition", metavar="NAME", help="partition (default: the cluster's)")
+    c.add_argument("--slurm-time", metavar="MIN", type=at_least(1, "--slurm-time"),
+                   help="time limit of a job in minutes; a run that reaches it is requeued and "
+                        f"resumes (default {SLURM_DEFAULTS['slurm_time']})")
+    c.add_argument("--slurm-cpus-per-run", metavar="N", type=at_least(1, "--slurm-cpus-per-run"),
+                   help="CPUs of a job, also its runs' threads "
+                        f"(default {SLURM_DEFAULTS['slurm_cpus_per_run']})")
+    c.add_argument("--slurm-mem", metavar="GB", type=float,
+                   help="memory of a job in GB (default: the partition's)")
+    c.add_argument("--slurm-gpus-per-run", metavar="N", type=at_least(0, "--slurm-gpus-per-run"),
+                   help="GPUs of a job; 1 trains on the GPU (default 0: on the CPUs)")
+    c.add_argument("--slurm-array-parallelism", metavar="N",
+                   type=at_least(1, "--slurm-array-parallelism"),
+                   help="at most N of the sweep's jobs at once (default: as SLURM allows)")
+    c.add_argument("--slurm-extra", metavar="KEY=VALUE", action="append",
+                   help="more for each job, passed to submitit (repeatable): its SLURM "
+                        "parameters (account, qos, constraint, exclude, comment, "
+                        "signal_delay_s, setup=SHELL LINE...) or any sbatch option")
     args = p.parse_args(argv)
     if args.report is None and args.out is None:
         p.error("give --out DIR for a sweep, or --report DIR to rebuild a report")
     if args.jobs is not None and args.devices is not None:
         p.error("--jobs and --devices both set: give one (list a device twice for two runs on it)")
+    slurm_flags = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                   if k.startswith("slurm_") and v is not None]
+    if args.executor == "local" and slurm_flags:
+        p.error(f"{', '.join(slurm_flags)}: for --executor slurm only")
+    if args.executor == "slurm":
+        if args.jobs is not None or args.devices is not None:
+            p.error("--jobs and --devices are for --executor local; on SLURM each run is one job "
+                    "(--slurm-array-parallelism limits how many run at once)")
+        for key, value in SLURM_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
     return args
 
 
@@ -143,7 +188,12 @@ def usable_cores():
 def settings_from_args(args):
     """The sweep's Settings, its grid and devices checked; UserError (exit 1) for anything wrong.
     (preflight.check_sweep checks the data.)"""
-    slots = parse_devices(args.devices) if args.devices else ("cpu",) * (args.jobs or 1)
+    slurm = sweep_slurm.options_from_args(args) if args.executor == "slurm" else None
+    if slurm is not None:
+        slots, threads = (slurm.device,), slurm.cpus
+    else:
+        slots = parse_devices(args.devices) if args.devices else ("cpu",) * (args.jobs or 1)
+        threads = max(1, usable_cores() // len(slots))
     s = Settings(
         types=parse_list(args.model_type, "-mt", allowed=TEMPORAL_TYPES),
         emotions=parse_list(args.emo_attr, "-emo", allowed=EMOTIONS),
@@ -157,7 +207,7 @@ def settings_from_args(args):
         unlabeled_features=os.path.abspath(args.unlabeled_features),
         cache_dir=os.path.abspath(args.cache_dir), val_split=args.val_split, split=args.split,
         out=os.path.abspath(args.out),
-        slots=slots, threads=max(1, usable_cores() // len(slots)))
+        slots=slots, threads=threads, slurm=slurm)
     return s
 
 
@@ -201,6 +251,9 @@ def sweep(s):
     try:
         runs = grid(s)
         commit = git_commit()
+        if s.slurm is not None:
+            return sweep_slurm.sweep(s, runs, commit, lambda figure=False: write_results(s, runs, figure),
+                                     asdict(s))
         todo = [r for r in runs if plan(r, s.split) != "done"]
         print(f"{len(runs)} run(s) in the grid: {len(runs) - len(todo)} already finished, "
               f"{len(todo)} to run, {len(s.slots)} at a time "
@@ -230,10 +283,23 @@ def write_results(s, runs, figure=False):
     write_report(s.out, figure=figure)
 
 
+def settings_from_json(d, out):
+    """The Settings a SLURM sweep recorded in its ledger, for --report (its folder: `out`)."""
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    slurm = dict(d["slurm"], extra=tuple(tuple(kv) for kv in d["slurm"]["extra"]))
+    return replace(Settings(**d), slurm=sweep_slurm.SlurmOptions(**slurm), out=out)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.report is not None:
         out = os.path.abspath(args.report)
+        ledger = sweep_slurm.load_ledger(out)
+        if ledger is not None:
+            s = settings_from_json(ledger["settings"], out)
+            runs = grid(s)
+            return sweep_slurm.report(s, runs, lambda figure=False: write_results(s, runs, figure),
+                                      asdict(s))
         write_report(out)
         print(f"report: {os.path.join(out, 'results.md')}, {os.path.join(out, 'results.png')}")
         return 0

@@ -1,0 +1,385 @@
+"""reproduce.py --executor slurm against a real SLURM: a single-node cluster (munged, MariaDB,
+slurmdbd, slurmctld, slurmd) started for this session by tests/slurm_cluster.sh, its `debug`
+partition holding this machine's cores. Each job asks for 1 CPU.
+
+Tested there: a grid through SLURM equals the same grid run locally; a second invocation
+submits nothing; a failed job is recorded with its log and error while the others go on; a job
+cancelled with scancel is reported and the next invocation submits only it; Ctrl-C leaves the
+jobs running; a job that reaches its time limit is requeued and resumes after its last
+completed epoch. Where the cluster cannot be started (not root, packages missing) these tests
+are skipped, saying why; CI installs the packages (.ci/run) and runs them as root.
+"""
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT
+
+import reproduce  # noqa: E402
+import sweep_slurm  # noqa: E402
+from model import read_checkpoint  # noqa: E402
+from sweep_run import Run, plan, trained_epochs  # noqa: E402
+from utils import TEST_SPLIT, UserError  # noqa: E402
+
+SCRIPT = os.path.join(ROOT, "tests", "slurm_cluster.sh")
+DAEMONS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd", "sacct")
+PACKAGES = "slurm-wlm munge slurmdbd mariadb-server"
+WAIT_S = 300          # the longest any step here waits for SLURM before failing
+
+
+# --- the cluster -------------------------------------------------------------------------------
+def why_no_cluster():
+    if os.geteuid() != 0:
+        return "starting the single-node SLURM cluster (tests/slurm_cluster.sh) needs root"
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [d for d in DAEMONS if shutil.which(d, path=path) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (apt-get install -y {PACKAGES})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A running single-node SLURM for the session; SLURM_CONF points SLURM's commands at it."""
+    why = why_no_cluster()
+    if why:
+        pytest.skip(f"SLURM tests skipped: {why}")
+    env = dict(os.environ, SLURM_CLUSTER_DIR=str(tmp_path_factory.mktemp("slurm_cluster")))
+    try:
+        started = subprocess.run(["bash", SCRIPT, "start"], env=env, capture_output=True, text=True,
+                                 timeout=WAIT_S)
+        assert started.returncode == 0, f"the SLURM cluster did not start:\n{started.stderr}"
+        conf = re.search(r"^export SLURM_CONF=(\S+)$", started.stdout, re.M).group(1)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SLURM_CONF", conf)
+            mp.setattr(sweep_slurm, "POLL_SECONDS", 1)
+            yield conf
+    finally:
+        stopped = subprocess.run(["bash", SCRIPT, "stop"], env=env, capture_output=True, text=True,
+                                 timeout=WAIT_S)
+        assert stopped.returncode == 0, stopped.stderr
+
+
+def slurm(*cmd):
+    done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{' '.join(cmd)}: {done.stderr}"
+    return done.stdout
+
+
+def job_field(job_id, key):
+    """One KEY=VALUE of `scontrol show job` (JobState, Reason, RunTime, Restarts...)."""
+    return re.search(rf"\b{key}=(\S+)", slurm("scontrol", "show", "job", job_id)).group(1)
+
+
+def wait_until(what, condition, seconds=WAIT_S):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.2)
+
+
+# --- sweeps ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def env(tiny_corpus, tmp_path_factory):
+    base = tmp_path_factory.mktemp("slurm_sweeps")
+    return {"corpus": tiny_corpus, "base": base, "cache": str(base / "cache")}
+
+
+def flags(env, out, *grid):
+    c = env["corpus"]
+    return list(grid) + ["-emo", "Val", "-batch", "4", "--features", c["features"],
+                         "--labels", c["labels"], "--norm-dir", c["norm"],
+                         "--cache-dir", env["cache"], "--out", str(out)]
+
+
+SLURM_FLAGS = ["--executor", "slurm", "--slurm-partition", "debug", "--slurm-cpus-per-run", "1"]
+
+
+def ledger(out):
+    with open(os.path.join(out, "slurm", "jobs.json")) as f:
+        return json.load(f)["jobs"]
+
+
+def results(out):
+    with open(os.path.join(out, "results.csv"), newline="") as f:
+        return {os.path.basename(r): row for r, row in
+                ((f"{row['type']}_K{row['K']}_seed{row['seed']}", row) for row in csv.DictReader(f))}
+
+
+def run_folder(out, mt, seed, k=4, epochs=1):
+    return os.path.join(out, "runs", f"{mt}_Val_K{k}_U0_auto_ep{epochs}_b4_seed{seed}")
+
+
+def checkpoint(folder, mt, k=4, epochs=1):
+    return os.path.join(folder, f"TempDeepEmoCluster_epoch{epochs}_batch4_{k}clusters_Val_{mt}.pth.tar")
+
+
+def main_headers(folder):
+    """(action, OMP threads, command) of each main.py reproduce.py started for the run."""
+    with open(os.path.join(folder, "main.log")) as f:
+        return re.findall(r"^# \S+ \S+ reproduce\.py \((\w+), OMP_NUM_THREADS=(\d+)\): (.*)$",
+                          f.read(), re.M)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# --- a grid on SLURM is the grid run locally -----------------------------------------------------
+GRID = ["-mt", "Temp-Triplet,Temp-GRU", "-nc", "4", "-ep", "1", "--seeds", "31,32"]
+
+
+def test_grid_on_slurm_equals_the_local_grid(cluster, env, capsys):
+    """2 types × 1 attribute × 2 seeds of 1-epoch runs, as a 4-job array on SLURM (at most 2 at
+    once) and locally with --jobs 2. Each run has 1 thread either way (1 CPU per job; 2 cores
+    shared by 2 local jobs), so the two are bit-identical: same CCCs, same checkpoint bytes
+    (a different thread count would change the rounding of oneDNN's sums, as
+    test_reproduce.test_two_jobs_give_the_results_of_one measures)."""
+    local, out = env["base"] / "local", env["base"] / "grid"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reproduce, "usable_cores", lambda: 2)
+        assert reproduce.main(flags(env, local, *GRID) + ["--jobs", "2"]) == 0
+    command = flags(env, out, *GRID) + SLURM_FLAGS + [
+        "--slurm-time", "10", "--slurm-mem", "1", "--slurm-array-parallelism", "2",
+        "--slurm-extra", "comment=reproduce-test", "--slurm-extra", "signal_delay_s=60"]
+    capsys.readouterr()
+    assert reproduce.main(command) == 0
+    printed = capsys.readouterr().out
+    assert "4 run(s) in the grid: 0 already finished, 0 queued and 0 running on SLURM, 4 to submit" in printed
+    assert "4 done, 0 queued, 0 running, 0 failed, 0 cancelled of 4 after" in printed
+
+    a, b = results(local), results(out)
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for key in a:
+        assert b[key]["status"] == "ok" and b[key]["CCC"] == a[key]["CCC"]
+        assert b[key]["best_epoch"] == a[key]["best_epoch"] == "1"
+    jobs = ledger(out)
+    array, = {j["job_id"].split("_")[0] for j in jobs.values()}
+    assert sorted(j["job_id"] for j in jobs.values()) == [f"{array}_{i}" for i in range(4)]
+    for mt in ("Temp-Triplet", "Temp-GRU"):
+        for seed in (31, 32):
+            lf, sf = run_folder(local, mt, seed), run_folder(out, mt, seed)
+            assert read_bytes(checkpoint(lf, mt)) == read_bytes(checkpoint(sf, mt))
+            # the same main.py command line, 1 thread, the run's folder aside
+            (la, lt, lc), = main_headers(lf)
+            (sa, st, sc), = main_headers(sf)
+            assert (la, lt) == (sa, st) == ("train", "1")
+            assert lc.replace(str(local), "OUT") == sc.replace(str(out), "OUT")
+            record = jobs[os.path.basename(sf)]
+            assert (record["state"], record["status"]) == ("COMPLETED", "done")
+            assert os.path.realpath(os.path.join(sf, "slurm.log")) == record["log"]
+            assert f"{os.path.basename(sf)}: train on cpu with 1 thread(s)" in read(record["log"])
+    script = read(next(p for p in (out / "slurm").glob("*/*_submission.sh")))
+    for line in ("--partition=debug", "--time=10", "--cpus-per-task=1", "--mem=1GB",
+                 "--array=0-3%2", "--comment=reproduce-test", "--signal=USR2@60",
+                 f"--chdir={ROOT}"):
+        assert f"#SBATCH {line}\n" in script
+
+    # The same command again: everything finished, nothing submitted, nothing changed.
+    assert reproduce.main(command) == 0
+    printed = capsys.readouterr().out
+    assert "4 already finished, 0 queued and 0 running on SLURM, 0 to submit" in printed
+    assert ledger(out) == jobs and results(out) == b
+    assert reproduce.main(["--report", str(out)]) == 0
+    assert "4 done, 0 queued, 0 running, 0 failed, 0 cancelled of 4" in capsys.readouterr().out
+
+
+def test_failed_job_is_recorded_and_the_others_go_on(cluster, env, capsys):
+    """-nc 500 is too many clusters for the tiny Train split: that job fails, the -nc 4 job
+    beside it finishes; exit status 1, the failure in the ledger, results.csv and results.md."""
+    out = env["base"] / "failing"
+    assert reproduce.main(flags(env, out, "-mt", "Temp-Triplet", "-nc", "4,500", "-ep", "1",
+                                "--seeds", "31") + SLURM_FLAGS) == 1
+    printed = capsys.readouterr().out
+    jobs = ledger(out)
+    bad = jobs[os.path.basename(run_folder(out, "Temp-Triplet", 31, k=500))]
+    good = jobs[os.path.basename(run_folder(out, "Temp-Triplet", 31))]
+    assert (good["state"], good["status"]) == ("COMPLETED", "done")
+    assert (bad["state"], bad["status"]) == ("FAILED", "failed")
+    assert os.path.isfile(bad["log"]) and len(bad["error"]) == sweep_slurm.ERROR_LINES
+    assert any("main.py: error: the Train split has 16 turn(s), 176 chunks: too few for -nc 500 "
+               "clusters" in line for line in bad["error"])
+    assert f"failed: {os.path.basename(run_folder(out, 'Temp-Triplet', 31, k=500))} " \
+           f"(job {bad['job_id']}, FAILED); log: {bad['log']}" in printed
+    rows = results(out)
+    assert rows["Temp-Triplet_K500_seed31"]["status"] == "failed"
+    assert "too few for -nc 500 clusters" in rows["Temp-Triplet_K500_seed31"]["error"]
+    assert rows["Temp-Triplet_K4_seed31"]["status"] == "ok"
+    assert "too few for -nc 500 clusters" in (out / "results.md").read_text().split("## Failed runs")[1]
+
+
+# --- cancelled, interrupted, timed out -------------------------------------------------------------
+def main_py_pid(folder):
+    """The process id of the main.py training the run in `folder` (this machine is the node)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "main.py" in argv and folder in argv:
+            return int(pid)
+    return None
+
+
+class Background:
+    """reproduce.py in a subprocess (polling SLURM every second), its output collected."""
+
+    def __init__(self, argv):
+        code = ("import sys, sweep_slurm, reproduce, utils; sweep_slurm.POLL_SECONDS = 1; "
+                "utils.run_cli(lambda: reproduce.main(sys.argv[1:]))")
+        self.proc = subprocess.Popen([sys.executable, "-c", code] + argv, cwd=ROOT, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+
+    def said(self, text):
+        return any(text in line for line in list(self.lines))
+
+    def interrupt(self):
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=WAIT_S)
+        self.reader.join(timeout=WAIT_S)
+        return code, "".join(self.lines)
+
+
+def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env, capsys):
+    """Two 3-epoch runs, A and B, as one array; each is acted on once it has completed an epoch.
+
+    A is cancelled (scancel): the waiting reproduce.py reports it. Ctrl-C then stops that
+    reproduce.py: B's job keeps running and the message says how to collect it; --report shows
+    A cancelled and B in flight.
+
+    B reaches its time limit. slurmctld checks limits every 30 s and sends the warning signal
+    (SIGUSR2) signal_delay_s seconds before the limit (submitit's default 90 s); submitit's
+    checkpoint then requeues the job. To make SLURM's limit, not this machine's speed, decide
+    when that happens, B's main.py is paused (SIGSTOP) after its epoch and the job's limit is
+    lowered to end 40-100 s later (scontrol update TimeLimit); SLURM then holds the requeued
+    job for 2 minutes (its begin time), which the test skips (scontrol update StartTime=now,
+    the limit back to 10 minutes). The same command again then submits only A and waits for
+    both: each resumes after the epochs it had completed (main.py --resume) and finishes.
+    """
+    out = env["base"] / "interrupted"
+    command = flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "-ep", "3", "--seeds", "31,32") + \
+        SLURM_FLAGS + ["--slurm-time", "10"]
+    a, b = run_folder(out, "Temp-Triplet", 31, epochs=3), run_folder(out, "Temp-Triplet", 32, epochs=3)
+    name_a, name_b = os.path.basename(a), os.path.basename(b)
+    first = Background(command)
+    wait_until("the job array", lambda: os.path.isfile(os.path.join(out, "slurm", "jobs.json")))
+    jobs = ledger(out)
+    job_a, job_b = jobs[name_a]["job_id"], jobs[name_b]["job_id"]
+
+    wait_until("an epoch of A and of B saved", lambda: resumable(a) and resumable(b))
+    os.kill(main_py_pid(b), signal.SIGSTOP)
+    slurm("scancel", job_a)
+    epochs_b = resume_epoch(b)
+    run_s = seconds(job_field(job_b, "RunTime"))
+    slurm("scontrol", "update", f"JobId={job_b}", f"TimeLimit={(run_s + 40) // 60 + 1}")
+    wait_until("A reported cancelled", lambda: first.said(f"cancelled {name_a} (job {job_a})"))
+    epochs_a = resume_epoch(a)
+    assert 1 <= epochs_a < 3 and 1 <= epochs_b < 3
+
+    code, printed = first.interrupt()
+    assert code == 130
+    assert f"interrupted: 1 SLURM job(s) keep running ({job_b}); collect them with " \
+           f"`python reproduce.py --report {out}`" in printed
+    assert "or run the same reproduce.py command again" in printed
+    assert job_field(job_b, "JobState") in ("RUNNING", "PENDING")      # left to SLURM
+    assert reproduce.main(["--report", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert re.search(r"0 done, [01] queued, [01] running, 0 failed, 1 cancelled of 2", report)
+    assert re.search(rf"^(queued|running): {name_b} \(job {job_b}\)$", report, re.M)
+    assert f"cancelled: {name_a} (job {job_a}): the same command submits it again" in report
+
+    wait_until("B requeued", lambda: job_field(job_b, "Reason") == "BeginTime")
+    assert job_field(job_b, "Restarts") == "1"
+    slurm("scontrol", "update", f"JobId={job_b}", "StartTime=now", "TimeLimit=10")
+    assert reproduce.main(command) == 0
+    printed = capsys.readouterr().out
+    assert "2 run(s) in the grid: 0 already finished, 1 queued and 0 running on SLURM, 1 to submit" in printed
+    jobs = ledger(out)
+    assert jobs[name_a]["job_id"] != job_a and jobs[name_b]["job_id"] == job_b
+    for folder, epochs in ((a, epochs_a), (b, epochs_b)):
+        headers = main_headers(folder)
+        assert [h[0] for h in headers] == ["train", "resume"] and "--resume" in headers[1][2].split()
+        log = read(os.path.join(folder, "main.log"))
+        assert re.search(rf"^resuming \S+ after epoch {epochs}$", log, re.M)
+        assert f"epoch {epochs}/3" not in log.split("resuming")[1] and "epoch 3/3" in log
+        assert trained_epochs(run_of(folder)) == 3
+    assert results(out)["Temp-Triplet_K4_seed31"]["status"] == "ok"
+    log_b = read(jobs[name_b]["log"])
+    assert "Caught signal SIGUSR2" in log_b and f"Requeued job {job_b}" in log_b
+
+
+def run_of(folder):
+    """The 3-epoch Temp-Triplet K = 4 run in `folder` (its seed names no file)."""
+    return Run("Temp-Triplet", "Val", 4, 0, "auto", 0, 3, 4, folder)
+
+
+def resumable(folder):
+    """An epoch completed and its resume state saved: what main.py --resume continues from."""
+    return plan(run_of(folder), TEST_SPLIT) == "resume"
+
+
+def resume_epoch(folder):
+    return read_checkpoint(run_of(folder).path("_resume.pth.tar"))["epoch"]
+
+
+def seconds(run_time):
+    """SLURM's [D-]HH:MM:SS or MM:SS in seconds."""
+    days, _, clock = run_time.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    return int(days or 0) * 86400 + sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+
+
+# --- refused before anything is submitted ------------------------------------------------------------
+@pytest.mark.parametrize("extra, message", [
+    (["--slurm-gpus-per-run", "2"], "--slurm-gpus-per-run 2: one run on several GPUs needs "
+                                    "main.py's distributed training (torchrun)"),
+    (["--slurm-extra", "account"], "--slurm-extra 'account': give KEY=VALUE"),
+    (["--slurm-extra", "time=5"], "--slurm-extra time: set it with --slurm-time"),
+    (["--slurm-extra", "chdir=/tmp"], "--slurm-extra chdir: reproduce.py sets this one itself"),
+    (["--slurm-mem", "0"], "--slurm-mem must be a positive number of GB, got 0"),
+])
+def test_bad_slurm_flags_are_refused(env, tmp_path, extra, message):
+    out = tmp_path / "out"
+    with pytest.raises(UserError) as err:
+        reproduce.main(flags(env, out, "-mt", "Temp-Triplet") + ["--executor", "slurm"] + extra)
+    assert message in str(err.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--slurm-time", "5"], "--slurm-time: for --executor slurm only"),
+    (["--executor", "slurm", "--jobs", "2"], "--jobs and --devices are for --executor local"),
+    (["--executor", "slurm", "--slurm-time", "0"], "--slurm-time must be at least 1, got 0"),
+])
+def test_slurm_flags_that_do_not_fit_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(argv + ["--out", "x"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_without_slurm_it_says_so(env, tmp_path, monkeypatch):
+    """No SLURM commands on PATH: one clear line, nothing submitted."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError) as err:
+        reproduce.main(flags(env, tmp_path / "out", "-mt", "Temp-Triplet") + ["--executor", "slurm"])
+    assert "--executor slurm: cannot run SLURM's sacct" in str(err.value)
