@@ -12,8 +12,10 @@ last completed epoch. States come from SLURM's accounting (sacct), which submiti
 """
 import os
 import re
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -46,7 +48,7 @@ OWN_OPTIONS = {"partition": "--slurm-partition", "time": "--slurm-time",
                "array": None, "job_name": None, "nodes": None, "ntasks_per_node": None,
                "output": None, "error": None, "chdir": None, "open_mode": None,
                "stderr_to_stdout": None, "additional_parameters": None}
-LIST_OPTIONS = ("setup", "teardown")     # one shell line per --slurm-extra setup=LINE
+LIST_OPTIONS = ("setup", "teardown", "srun_args")   # repeatable: one line (argument) each
 
 
 @dataclass(frozen=True)
@@ -200,10 +202,11 @@ def record_failure(run, record, split, commit):
                                       f"{record['error'][-1]}", "test_seconds": None})
 
 
-def refresh(out, runs, jobs, split, commit):
+def refresh(out, runs, jobs, split, commit, ask_slurm=True):
     """Each run's status now (done, queued, running, failed, cancelled, or None: never
-    submitted), the records updated from SLURM's accounting."""
-    states = sacct_states(out, [jobs[r.name]["job_id"] for r in runs if r.name in jobs])
+    submitted), the records updated from SLURM's accounting (or as last recorded)."""
+    ids = [jobs[r.name]["job_id"] for r in runs if r.name in jobs]
+    states = sacct_states(out, ids) if ask_slurm else {}
     statuses = {}
     for run in runs:
         record = jobs.get(run.name)
@@ -291,7 +294,7 @@ def submit(s, todo, commit, jobs):
         with ex.batch():
             submitted = [ex.submit(RunJob(run, job_settings, commit)) for run in todo]
     except (submitit.core.utils.FailedJobError, subprocess.SubprocessError, OSError) as err:
-        raise UserError(f"sbatch refused the job array: {str(err).strip()}")
+        raise UserError(f"sbatch refused the job array: {' '.join(str(err).split())}")
     now = time.time()
     for run, job in zip(todo, submitted):
         log = str(job.paths.stdout)
@@ -326,9 +329,10 @@ def change_text(run, record, status, split):
 
 
 def collect_hint(out):
-    return (f"collect them with `python reproduce.py --report {out}` (counts and the results "
-            "so far), or run the same reproduce.py command again: it submits nothing that is "
-            "queued or running and waits for them")
+    command = shlex.join([sys.executable, os.path.join(ROOT, "reproduce.py"), "--report", out])
+    return (f"collect them with `{command}` (counts and the results so far), or run the same "
+            "reproduce.py command again: it submits nothing that is queued or running and "
+            "waits for them")
 
 
 def sweep(s, runs, commit, write_results, settings_json):
@@ -404,9 +408,14 @@ def summarise(runs, jobs, statuses):
 def report(s, runs, write_results, settings_json):
     """--report on a SLURM sweep, while its jobs run or after: the states from SLURM, then
     results.csv, results.md and results.png from the runs' folders."""
-    check_accounting()
     jobs = (load_ledger(s.out) or {}).get("jobs", {})
-    statuses = refresh(s.out, runs, jobs, s.split, "")
+    try:
+        check_accounting()
+        ask_slurm = True
+    except UserError as err:      # e.g. the sweep's folder copied off the cluster
+        print(f"{err}: the jobs' states below are those last recorded")
+        ask_slurm = False
+    statuses = refresh(s.out, runs, jobs, s.split, "", ask_slurm)
     save_ledger(s.out, settings_json, jobs)
     write_results(figure=True)
     print(f"SLURM sweep {s.out}: {counts_text(statuses)}")

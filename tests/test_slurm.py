@@ -223,6 +223,16 @@ def test_failed_job_is_recorded_and_the_others_go_on(cluster, env, capsys):
     assert "too few for -nc 500 clusters" in (out / "results.md").read_text().split("## Failed runs")[1]
 
 
+def test_a_job_array_sbatch_refuses_is_one_line(cluster, env, tmp_path):
+    out = tmp_path / "refused"
+    with pytest.raises(UserError) as err:
+        reproduce.main(flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "--seeds", "31")
+                       + SLURM_FLAGS + ["--slurm-partition", "nosuch"])
+    assert str(err.value).startswith("sbatch refused the job array: ")
+    assert "invalid partition specified: nosuch" in str(err.value).lower()
+    assert not os.path.exists(os.path.join(out, "slurm", "jobs.json"))
+
+
 # --- cancelled, interrupted, timed out -------------------------------------------------------------
 def main_py_pid(folder):
     """The process id of the main.py training the run in `folder` (this machine is the node)."""
@@ -298,7 +308,7 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
     code, printed = first.interrupt()
     assert code == 130
     assert f"interrupted: 1 SLURM job(s) keep running ({job_b}); collect them with " \
-           f"`python reproduce.py --report {out}`" in printed
+           f"`{sys.executable} {ROOT}/reproduce.py --report {out}`" in printed
     assert "or run the same reproduce.py command again" in printed
     assert job_field(job_b, "JobState") in ("RUNNING", "PENDING")      # left to SLURM
     assert reproduce.main(["--report", str(out)]) == 0
