@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, replace
 import main as train_script
 from preflight import check_sweep
 import sweep_slurm
+import sweep_slurm_job
 from sweep_local import AFTER_FULL_DISK, run_all
 from sweep_report import COLUMNS, write_report
 from sweep_run import ROOT, Run, make_row, plan
@@ -68,7 +69,7 @@ class Settings:
     out: str
     slots: tuple        # the --device of each concurrent run
     threads: int        # OMP/MKL threads per run
-    slurm: sweep_slurm.SlurmOptions = None    # --executor slurm: what each run's job asks for
+    slurm: sweep_slurm_job.SlurmOptions = None    # --executor slurm: what each run's job asks for
 
 
 def parse_args(argv=None):
@@ -188,7 +189,7 @@ def usable_cores():
 def settings_from_args(args):
     """The sweep's Settings, its grid and devices checked; UserError (exit 1) for anything wrong.
     (preflight.check_sweep checks the data.)"""
-    slurm = sweep_slurm.options_from_args(args) if args.executor == "slurm" else None
+    slurm = sweep_slurm_job.options_from_args(args) if args.executor == "slurm" else None
     if slurm is not None:
         slots, threads = (slurm.device,), slurm.cpus
     else:
@@ -287,16 +288,16 @@ def settings_from_json(d, out):
     """The Settings a SLURM sweep recorded in its ledger, for --report (its folder: `out`)."""
     d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     slurm = dict(d["slurm"], extra=tuple(tuple(kv) for kv in d["slurm"]["extra"]))
-    return replace(Settings(**d), slurm=sweep_slurm.SlurmOptions(**slurm), out=out)
+    return replace(Settings(**d), slurm=sweep_slurm_job.SlurmOptions(**slurm), out=out)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.report is not None:
         out = os.path.abspath(args.report)
-        ledger = sweep_slurm.load_ledger(out)
-        if ledger is not None:
-            s = settings_from_json(ledger["settings"], out)
+        recorded = sweep_slurm.recorded_settings(out)
+        if recorded is not None:
+            s = settings_from_json(recorded, out)
             runs = grid(s)
             return sweep_slurm.report(s, runs, lambda figure=False: write_results(s, runs, figure),
                                       asdict(s))

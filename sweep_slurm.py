@@ -1,9 +1,9 @@
 """The SLURM executor of a reproduce.py sweep, through submitit.
 
 Every run that is neither finished nor queued or running on SLURM becomes one SLURM job, all
-of them submitted together as one job array; each job runs the local executor's one-run code
-(sweep_local.run_one: the same main.py and online_testing.py command lines, logs and run.json)
-on its own CPUs or GPU. OUT/slurm/jobs.json records each run's job id, SLURM state, log and, for
+of them submitted together as one job array; each job (sweep_slurm_job.py) runs the local
+executor's one-run code (sweep_local.run_one: the same main.py and online_testing.py command
+lines, logs and run.json) on its own CPUs or GPU. OUT/slurm/jobs.json records each run's job id, SLURM state, log and, for
 a failed job, the last lines of its error; OUT/slurm/<job id>/ holds submitit's files and the
 job's log, linked from the run's folder as slurm.log. SLURM warns a job signal_delay_s seconds
 (submitit's default 90) before its time limit, or when it is preempted, with SIGUSR2: submitit's
@@ -11,25 +11,23 @@ checkpointing then requeues it, and the requeued job continues with main.py --re
 last completed epoch. States come from SLURM's accounting (sacct), which submitit reads.
 """
 import os
-import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import submitit
 
-from sweep_local import Children, format_seconds, raise_interrupt, run_one
+from sweep_local import format_seconds, raise_interrupt
 from sweep_run import ROOT, plan, read_json
+from sweep_slurm_job import RunJob, check_accounting, make_executor
 from utils import UserError, save_json
 
 FOLDER = "slurm"              # OUT/slurm: the ledger, and one folder per job (submitit's %j)
 LEDGER = "jobs.json"
-JOB_NAME = "reproduce"
 POLL_SECONDS = 30             # between two looks at the jobs' states (one sacct call for all)
-MAX_REQUEUES = 10             # submitit's max_num_timeout: time limits a run may resume from
 ERROR_LINES = 5               # the lines of a failed job's log kept in the ledger and printed
 # SLURM's job states (sacct), by what they mean for a run. Every other state of an ended job
 # (COMPLETED without the run finished, FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL,
@@ -41,116 +39,31 @@ RUNNING_STATES = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING"
 CANCELLED_STATES = {"CANCELLED", "PREEMPTED", "REVOKED"}
 STATUSES = ("done", "queued", "running", "failed", "cancelled")
 IN_FLIGHT = ("queued", "running")
-# sbatch options reproduce.py sets itself, and the flag that sets each where there is one
-OWN_OPTIONS = {"partition": "--slurm-partition", "time": "--slurm-time",
-               "cpus_per_task": "--slurm-cpus-per-run", "mem": "--slurm-mem",
-               "gpus_per_node": "--slurm-gpus-per-run", "array_parallelism": "--slurm-array-parallelism",
-               "array": None, "job_name": None, "nodes": None, "ntasks_per_node": None,
-               "output": None, "error": None, "chdir": None, "open_mode": None,
-               "stderr_to_stdout": None, "additional_parameters": None}
-LIST_OPTIONS = ("setup", "teardown", "srun_args")   # repeatable: one line (argument) each
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """What each run's SLURM job asks for (the --slurm-* flags)."""
-    partition: str
-    minutes: int
-    cpus: int
-    mem_gb: float
-    gpus: int
-    parallelism: int
-    extra: tuple          # (KEY, VALUE) pairs of --slurm-extra, in the order given
-
-    @property
-    def device(self):
-        """A job sees only the GPUs SLURM gave it, as cuda:0...; none: the CPU."""
-        return "cuda" if self.gpus else "cpu"
-
-    def describe(self):
-        return (f"partition {self.partition or '(the default)'}, {self.minutes} min, "
-                f"{self.cpus} CPU(s){f', {self.gpus} GPU(s)' if self.gpus else ''}"
-                f"{f', {self.mem_gb:g} GB' if self.mem_gb else ''} per run"
-                f"{f', at most {self.parallelism} at once' if self.parallelism else ''}")
-
-
-def options_from_args(args):
-    """SlurmOptions from the --slurm-* flags; UserError for a bad value."""
-    if args.slurm_mem is not None and not args.slurm_mem > 0:
-        raise UserError(f"--slurm-mem must be a positive number of GB, got {args.slurm_mem:g}")
-    if args.slurm_gpus_per_run > 1:
-        raise UserError(f"--slurm-gpus-per-run {args.slurm_gpus_per_run}: one run on several GPUs "
-                        "needs main.py's distributed training (torchrun), which this version does "
-                        "not have; give 1 GPU per run (the sweep's runs still use many GPUs at once)")
-    extra = []
-    for item in args.slurm_extra or ():
-        key, eq, value = item.partition("=")
-        name = key.strip().replace("-", "_")
-        if not eq or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-            raise UserError(f"--slurm-extra {item!r}: give KEY=VALUE, e.g. account=myproject")
-        if name in OWN_OPTIONS:
-            flag = OWN_OPTIONS[name]
-            raise UserError(f"--slurm-extra {key}: " + (f"set it with {flag}" if flag else
-                                                         "reproduce.py sets this one itself"))
-        extra.append((name, value))
-    return SlurmOptions(partition=args.slurm_partition, minutes=args.slurm_time,
-                        cpus=args.slurm_cpus_per_run, mem_gb=args.slurm_mem,
-                        gpus=args.slurm_gpus_per_run, parallelism=args.slurm_array_parallelism,
-                        extra=tuple(extra))
-
-
-# --- one run as a SLURM job ------------------------------------------------------------------
-class RunFailed(Exception):
-    """A run's script failed: the job fails too, with this as the last line of its error."""
-
-
-class RunJob(submitit.helpers.Checkpointable):
-    """One run, in its SLURM job: the local executor's run_one on the job's device."""
-
-    def __init__(self, run, settings, commit):
-        self.run, self.settings, self.commit = run, settings, commit
-        self.children = None
-
-    def __call__(self):
-        children = self.children = Children()
-
-        def stopping(signum, frame):      # scancel, or SLURM killing the job to requeue it
-            children.stopping = True      # no lock: this runs between any two bytecodes
-
-        signal.signal(signal.SIGTERM, stopping)
-        print(f"{self.run.name}: {plan(self.run, self.settings.split)} on {self.settings.slots[0]} "
-              f"with {self.settings.threads} thread(s); its logs in {self.run.folder}", flush=True)
-        status, error, seconds = run_one(self.run, self.settings, self.settings.slots[0],
-                                         children, self.commit)
-        if status is None:
-            raise RunFailed(f"{self.run.name}: stopped by SLURM")
-        if status != "ok":
-            raise RunFailed(f"{self.run.name}: {error}")
-        return f"{self.run.name}: finished in {seconds:.0f} s"
-
-    def checkpoint(self, *args, **kwargs):
-        """SLURM's warning of the time limit or of preemption: stop the scripts and requeue;
-        the requeued job resumes the run from its last completed epoch (run_one's plan)."""
-        if self.children is not None:
-            self.children.stopping = True
-        return super().checkpoint(*args, **kwargs)
-
-    def __getstate__(self):
-        return {**self.__dict__, "children": None}     # processes do not travel
-
-
 # --- the ledger: OUT/slurm/jobs.json ----------------------------------------------------------
+class Ledger:
+    """OUT/slurm/jobs.json: the sweep's Settings (as JSON, for --report) and, per run name,
+    its job's record: job id, SLURM state, status, log, submission time, a failure's error."""
+
+    def __init__(self, out, settings_json):
+        self.out, self.settings = out, settings_json
+        self.jobs = (read_json(ledger_path(out)) or {}).get("jobs", {})
+
+    def save(self):
+        save_json(ledger_path(self.out), {"settings": self.settings, "jobs": self.jobs})
+
+    def in_flight(self, runs):
+        """The runs whose job is queued or running (a finished run's job may still be ending)."""
+        return [r for r in runs if r.name in self.jobs
+                and status_of(self.jobs[r.name]["state"]) in IN_FLIGHT]
+
+
 def ledger_path(out):
     return os.path.join(out, FOLDER, LEDGER)
 
 
-def load_ledger(out):
-    """{"settings": the last sweep's Settings as JSON, "jobs": {run name: record}}, or None."""
-    return read_json(ledger_path(out))
-
-
-def save_ledger(out, settings_json, jobs):
-    save_json(ledger_path(out), {"settings": settings_json, "jobs": jobs})
+def recorded_settings(out):
+    """The Settings (as JSON) a SLURM sweep in `out` recorded, or None: not a SLURM sweep."""
+    return (read_json(ledger_path(out)) or {}).get("settings")
 
 
 def job_folder(out):
@@ -202,14 +115,14 @@ def record_failure(run, record, split, commit):
                                       f"{record['error'][-1]}", "test_seconds": None})
 
 
-def refresh(out, runs, jobs, split, commit, ask_slurm=True):
+def refresh(ledger, runs, split, commit, ask_slurm=True):
     """Each run's status now (done, queued, running, failed, cancelled, or None: never
     submitted), the records updated from SLURM's accounting (or as last recorded)."""
-    ids = [jobs[r.name]["job_id"] for r in runs if r.name in jobs]
-    states = sacct_states(out, ids) if ask_slurm else {}
+    ids = [ledger.jobs[r.name]["job_id"] for r in runs if r.name in ledger.jobs]
+    states = sacct_states(ledger.out, ids) if ask_slurm else {}
     statuses = {}
     for run in runs:
-        record = jobs.get(run.name)
+        record = ledger.jobs.get(run.name)
         done = plan(run, split) == "done"
         if record is None:
             statuses[run.name] = "done" if done else None
@@ -224,56 +137,6 @@ def refresh(out, runs, jobs, split, commit, ask_slurm=True):
 
 
 # --- submitting --------------------------------------------------------------------------------
-def check_accounting():
-    """submitit reads job states from sacct: without SLURM's accounting it would wait forever."""
-    try:
-        done = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True,
-                              timeout=60)
-    except (OSError, subprocess.SubprocessError) as err:
-        raise UserError(f"--executor slurm: cannot run SLURM's sacct ({err}); run on a SLURM "
-                        "login node (tests/slurm_cluster.sh starts a one-machine cluster)")
-    if done.returncode != 0:
-        raise UserError(f"--executor slurm: SLURM's accounting does not answer (sacct: "
-                        f"{done.stderr.strip()}); submitit needs it to see the jobs' states")
-
-
-def extra_value(text):
-    """A --slurm-extra VALUE as submitit wants it: integers and booleans typed, else text."""
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def make_executor(out, o):
-    """submitit's SLURM executor with the runs' resources; its files under OUT/slurm/<job id>."""
-    try:
-        ex = submitit.AutoExecutor(folder=job_folder(out), cluster="slurm",
-                                   slurm_max_num_timeout=MAX_REQUEUES)
-    except RuntimeError as err:
-        raise UserError(f"--executor slurm: {err} (tests/slurm_cluster.sh starts a one-machine "
-                        "cluster to try it)")
-    ex.update_parameters(name=JOB_NAME, nodes=1, tasks_per_node=1, timeout_min=o.minutes,
-                         cpus_per_task=o.cpus, gpus_per_node=o.gpus or None, mem_gb=o.mem_gb,
-                         stderr_to_stdout=True, slurm_partition=o.partition,
-                         slurm_array_parallelism=o.parallelism)
-    # The job imports this module: it starts in the scripts' folder, as local runs do.
-    sbatch, lists = {"chdir": ROOT}, {k: [] for k in LIST_OPTIONS}
-    try:
-        for key, value in o.extra:
-            if key in lists:
-                lists[key].append(value)
-                continue
-            try:
-                ex.update_parameters(**{f"slurm_{key}": extra_value(value)})
-            except NameError:       # not one of submitit's: an sbatch option as it is
-                sbatch[key] = value
-        ex.update_parameters(slurm_additional_parameters=sbatch,
-                             **{f"slurm_{k}": v for k, v in lists.items() if v})
-    except (ValueError, TypeError, AssertionError) as err:
-        raise UserError(f"--slurm-extra: submitit refused it: {err}")
-    return ex
-
-
 def link_log(run, log):
     """runs/<run>/slurm.log → the job's log under OUT/slurm (replaced at each submission)."""
     os.makedirs(run.folder, exist_ok=True)
@@ -285,10 +148,10 @@ def link_log(run, log):
     os.replace(tmp, link)
 
 
-def submit(s, todo, commit, jobs):
-    """The runs as one SLURM job array; their records in `jobs`."""
+def submit(s, todo, commit, ledger):
+    """The runs as one SLURM job array; their records in the ledger."""
     o = s.slurm
-    ex = make_executor(s.out, o)
+    ex = make_executor(job_folder(s.out), o)
     job_settings = replace(s, threads=o.cpus, slots=(o.device,))
     try:
         with ex.batch():
@@ -298,8 +161,8 @@ def submit(s, todo, commit, jobs):
     now = time.time()
     for run, job in zip(todo, submitted):
         log = str(job.paths.stdout)
-        jobs[run.name] = {"job_id": job.job_id, "state": "PENDING", "status": "queued",
-                          "log": log, "submitted": now}
+        ledger.jobs[run.name] = {"job_id": job.job_id, "state": "PENDING", "status": "queued",
+                                 "log": log, "submitted": now}
         link_log(run, log)
     return submitted
 
@@ -339,8 +202,8 @@ def sweep(s, runs, commit, write_results, settings_json):
     """Submit what is left as one job array, then wait for every job; exit code (1 if any run
     failed or was cancelled, 130 on Ctrl-C, which leaves the jobs running)."""
     check_accounting()
-    jobs = (load_ledger(s.out) or {}).get("jobs", {})
-    statuses = refresh(s.out, runs, jobs, s.split, commit)
+    ledger = Ledger(s.out, settings_json)
+    statuses = refresh(ledger, runs, s.split, commit)
     todo = [r for r in runs if statuses[r.name] not in ("done",) + IN_FLIGHT]
     n = {k: sum(v == k for v in statuses.values()) for k in STATUSES}
     print(f"{len(runs)} run(s) in the grid: {n['done']} already finished, {n['queued']} queued and "
@@ -348,54 +211,49 @@ def sweep(s, runs, commit, write_results, settings_json):
           f"({s.slurm.describe()}); SLURM logs in {os.path.join(s.out, FOLDER)}, linked as "
           f"slurm.log in each run's folder", flush=True)
     if todo:
-        submitted = submit(s, todo, commit, jobs)
+        submitted = submit(s, todo, commit, ledger)
         statuses.update({r.name: "queued" for r in todo})
         array = submitted[0].job_id.split("_")[0]
         show(statuses, f"submitted {len(todo)} job(s): {array}" +
              (f"_[0-{len(todo) - 1}]" if len(todo) > 1 else ""))
-    save_ledger(s.out, settings_json, jobs)
+    ledger.save()
     write_results()
-    return wait(s, runs, jobs, statuses, commit, write_results, settings_json)
+    return wait(s, runs, ledger, statuses, commit, write_results)
 
 
-def in_flight(runs, jobs):
-    """The runs whose job is queued or running (a finished run's job may still be ending)."""
-    return [r for r in runs if r.name in jobs and status_of(jobs[r.name]["state"]) in IN_FLIGHT]
-
-
-def wait(s, runs, jobs, statuses, commit, write_results, settings_json):
+def wait(s, runs, ledger, statuses, commit, write_results):
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     started = time.time()
     try:
-        while in_flight(runs, jobs):
+        while ledger.in_flight(runs):
             time.sleep(POLL_SECONDS)
-            now = refresh(s.out, runs, jobs, s.split, commit)
+            now = refresh(ledger, runs, s.split, commit)
             changed = [r for r in runs if now[r.name] != statuses[r.name]]
             statuses = now
             for run in changed:
-                show(statuses, change_text(run, jobs.get(run.name), statuses[run.name], s.split))
+                show(statuses, change_text(run, ledger.jobs.get(run.name), statuses[run.name], s.split))
             if changed:
-                save_ledger(s.out, settings_json, jobs)
+                ledger.save()
                 write_results()
     except KeyboardInterrupt:
-        left = [jobs[r.name]["job_id"] for r in in_flight(runs, jobs)]
+        left = [ledger.jobs[r.name]["job_id"] for r in ledger.in_flight(runs)]
         print(f"\ninterrupted: {len(left)} SLURM job(s) keep running ({', '.join(left)}); "
               f"{collect_hint(s.out)}", flush=True)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    save_ledger(s.out, settings_json, jobs)
+    ledger.save()
     write_results(figure=True)
     print(f"{counts_text(statuses)} after {format_seconds(time.time() - started)} of waiting\n"
           f"results: {os.path.join(s.out, 'results.csv')}, results.md, results.png", flush=True)
-    return summarise(runs, jobs, statuses)
+    return summarise(runs, ledger, statuses)
 
 
-def summarise(runs, jobs, statuses):
+def summarise(runs, ledger, statuses):
     """The failed and cancelled runs, each with its job; 1 if there is any."""
     bad = [r for r in runs if statuses[r.name] in ("failed", "cancelled")]
     for run in bad:
-        record = jobs[run.name]
+        record = ledger.jobs[run.name]
         if statuses[run.name] == "failed":
             print(f"failed: {run.name} (job {record['job_id']}, {record['state']}); log: "
                   f"{record['log']}\n" + "\n".join(f"    {line}" for line in record["error"]))
@@ -408,21 +266,21 @@ def summarise(runs, jobs, statuses):
 def report(s, runs, write_results, settings_json):
     """--report on a SLURM sweep, while its jobs run or after: the states from SLURM, then
     results.csv, results.md and results.png from the runs' folders."""
-    jobs = (load_ledger(s.out) or {}).get("jobs", {})
+    ledger = Ledger(s.out, settings_json)
     try:
         check_accounting()
         ask_slurm = True
     except UserError as err:      # e.g. the sweep's folder copied off the cluster
         print(f"{err}: the jobs' states below are those last recorded")
         ask_slurm = False
-    statuses = refresh(s.out, runs, jobs, s.split, "", ask_slurm)
-    save_ledger(s.out, settings_json, jobs)
+    statuses = refresh(ledger, runs, s.split, "", ask_slurm)
+    ledger.save()
     write_results(figure=True)
     print(f"SLURM sweep {s.out}: {counts_text(statuses)}")
     for run in runs:
         if statuses[run.name] in IN_FLIGHT:
-            print(f"{statuses[run.name]}: {run.name} (job {jobs[run.name]['job_id']})")
-    summarise(runs, jobs, statuses)
-    if any(v in IN_FLIGHT for v in statuses.values()):
+            print(f"{statuses[run.name]}: {run.name} (job {ledger.jobs[run.name]['job_id']})")
+    summarise(runs, ledger, statuses)
+    if ledger.in_flight(runs):
         print("some jobs are still queued or running: " + collect_hint(s.out))
     return 0
