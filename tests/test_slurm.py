@@ -248,11 +248,13 @@ def main_py_pid(folder):
 
 
 class Background:
-    """reproduce.py in a subprocess (polling SLURM every second), its output collected."""
+    """`reproduce.py ARGV` in a subprocess, run as the command line runs it (its Settings then
+    reach the jobs pickled by value), polling SLURM every second; its output collected."""
 
     def __init__(self, argv):
-        code = ("import sys, sweep_slurm, reproduce, utils; sweep_slurm.POLL_SECONDS = 1; "
-                "utils.run_cli(lambda: reproduce.main(sys.argv[1:]))")
+        code = ("import runpy, sys, sweep_slurm; sweep_slurm.POLL_SECONDS = 1; "
+                "sys.argv = ['reproduce.py'] + sys.argv[1:]; "
+                "runpy.run_path('reproduce.py', run_name='__main__')")
         self.proc = subprocess.Popen([sys.executable, "-c", code] + argv, cwd=ROOT, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines = []
