@@ -264,11 +264,14 @@ class Background:
     def said(self, text):
         return any(text in line for line in list(self.lines))
 
-    def interrupt(self):
-        self.proc.send_signal(signal.SIGINT)
+    def finish(self):
         code = self.proc.wait(timeout=WAIT_S)
         self.reader.join(timeout=WAIT_S)
-        return code, "".join(self.lines)
+        return code
+
+    def interrupt(self):
+        self.proc.send_signal(signal.SIGINT)
+        return self.finish(), "".join(self.lines)
 
 
 def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env, capsys):
@@ -285,7 +288,8 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
     lowered to end 40-100 s later (scontrol update TimeLimit); SLURM then holds the requeued
     job for 2 minutes (its begin time), which the test skips (scontrol update StartTime=now,
     the limit back to 10 minutes). The same command again then submits only A and waits for
-    both: each resumes after the epochs it had completed (main.py --resume) and finishes.
+    both (started while B still waits for its limit): each resumes after the epochs it had
+    completed (main.py --resume) and finishes.
     """
     out = env["base"] / "interrupted"
     command = flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "-ep", "3", "--seeds", "31,32") + \
@@ -319,13 +323,15 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
     assert re.search(rf"^(queued|running): {name_b} \(job {job_b}\)$", report, re.M)
     assert f"cancelled: {name_a} (job {job_a}): the same command submits it again" in report
 
+    second = Background(command)          # A runs again while B waits for its limit
     wait_until("B requeued", lambda: job_field(job_b, "Reason") == "BeginTime")
     assert job_field(job_b, "Restarts") == "1"
     slurm("scontrol", "update", f"JobId={job_b}", "StartTime=now", "TimeLimit=10")
-    assert reproduce.main(command) == 0
-    printed = capsys.readouterr().out
+    assert second.finish() == 0
+    printed = "".join(second.lines)
     assert re.search(r"2 run\(s\) in the grid: 0 already finished, (1 queued and 0|0 queued and 1) "
                      r"running on SLURM, 1 to submit", printed)
+    assert "2 done, 0 queued, 0 running, 0 failed, 0 cancelled of 2 after" in printed
     jobs = ledger(out)
     assert jobs[name_a]["job_id"] != job_a and jobs[name_b]["job_id"] == job_b
     for folder, epochs in ((a, epochs_a), (b, epochs_b)):
