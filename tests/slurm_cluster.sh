@@ -178,6 +178,15 @@ stop_pid() {  # stop_pid NAME: SIGTERM to the recorded pid, then wait up to 30 s
 stop() {
     [ -d "$DIR/run" ] || { say "nothing started in $DIR"; return 0; }
     if pid_of slurmctld >/dev/null; then
+        # Jobs first: a job's slurmstepd outlives slurmd and waits forever for a controller
+        # to hear that its job ended.
+        local jobs
+        jobs="$(squeue -h -o %A 2>/dev/null)" || jobs=""
+        if [ -n "$jobs" ]; then
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
+            wait_for 60 "the end of the cancelled jobs" sh -c '[ -z "$(squeue -h -o %A)" ]'
+        fi
         scontrol shutdown >/dev/null 2>&1 || true
     fi
     local failed=0
