@@ -18,6 +18,7 @@ DIR="${SLURM_CLUSTER_DIR:-/tmp/temp-deepemocluster-slurm}"
 CLUSTER=deepemocluster
 DAEMONS="munged mysqld slurmdbd slurmctld slurmd"      # in start order
 export SLURM_CONF="$DIR/slurm.conf"
+export PATH="$PATH:/usr/sbin:/sbin"                    # the daemons, also for a user's PATH
 
 say() { echo "slurm_cluster.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -50,8 +51,7 @@ check_can_start() {
     local missing=""
     for cmd in munged mungekey munge unmunge mariadbd mariadb-install-db mariadb slurmdbd slurmctld slurmd \
                sacctmgr scontrol sinfo python3; do
-        command -v "$cmd" >/dev/null || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null \
-            || missing="$missing $cmd"
+        command -v "$cmd" >/dev/null || missing="$missing $cmd"
     done
     [ -z "$missing" ] || die "missing:$missing (apt-get install -y slurm-wlm munge slurmdbd mariadb-server)"
 }
