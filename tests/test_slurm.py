@@ -1,5 +1,5 @@
 """reproduce.py --executor slurm against a real SLURM: a single-node cluster (munged, MariaDB,
-slurmdbd, slurmctld, slurmd) started for this session by tests/slurm_cluster.sh, its `debug`
+slurmdbd, slurmctld, slurmd) started for this file's tests by tests/slurm_cluster.sh, its `debug`
 partition holding this machine's cores. Each job asks for 1 CPU.
 
 Tested there: a grid through SLURM equals the same grid run locally; a second invocation
@@ -7,7 +7,8 @@ submits nothing; a failed job is recorded with its log and error while the other
 cancelled with scancel is reported and the next invocation submits only it; Ctrl-C leaves the
 jobs running; a job that reaches its time limit is requeued and resumes after its last
 completed epoch. Where the cluster cannot be started (not root, packages missing) these tests
-are skipped, saying why; CI installs the packages (.ci/run) and runs them as root.
+are skipped, saying why; CI installs the packages (.ci/run) and runs them as root with
+SLURM_TESTS=required, under which a cluster that cannot start fails them instead.
 """
 import csv
 import json
