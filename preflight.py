@@ -33,8 +33,9 @@ def check_sweep(s):
     for n in [n for n in s.unlabels if n > 0]:
         for k in s.clusters:
             unlabelled_files(s.unlabeled_features, n, k)
-    for device in dict.fromkeys(s.slots):
-        pick_device(device)
+    if s.slurm is None:         # a SLURM job's GPU is on its node, not on this machine
+        for device in dict.fromkeys(s.slots):
+            pick_device(device)
 
 
 def check_folders(s):

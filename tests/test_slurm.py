@@ -125,11 +125,11 @@ def ledger(out):
 def results(out):
     with open(os.path.join(out, "results.csv"), newline="") as f:
         return {os.path.basename(r): row for r, row in
-                ((f"{row['type']}_K{row['K']}_seed{row['seed']}", row) for row in csv.DictReader(f))}
+                ((f"{row['type']}_K{row['K']}_U{row['unlabel']}_seed{row['seed']}", row) for row in csv.DictReader(f))}
 
 
-def run_folder(out, mt, seed, k=4, epochs=1):
-    return os.path.join(out, "runs", f"{mt}_Val_K{k}_U0_auto_ep{epochs}_b4_seed{seed}")
+def run_folder(out, mt, seed, unlabel=0, epochs=1):
+    return os.path.join(out, "runs", f"{mt}_Val_K4_U{unlabel}_auto_ep{epochs}_b4_seed{seed}")
 
 
 def checkpoint(folder, mt, k=4, epochs=1):
@@ -212,28 +212,33 @@ def test_grid_on_slurm_equals_the_local_grid(cluster, env, capsys):
     assert "4 done, 0 queued, 0 running, 0 failed, 0 cancelled of 4" in capsys.readouterr().out
 
 
-def test_failed_job_is_recorded_and_the_others_go_on(cluster, env, capsys):
-    """-nc 500 is too many clusters for the tiny Train split: that job fails, the -nc 4 job
-    beside it finishes; exit status 1, the failure in the ledger, results.csv and results.md."""
-    out = env["base"] / "failing"
-    assert reproduce.main(flags(env, out, "-mt", "Temp-Triplet", "-nc", "4,500", "-ep", "1",
+def test_failed_job_is_recorded_and_the_others_go_on(cluster, env, tmp_path, capsys):
+    """-unlabel 5 from a pool of 5 feature files, one of them damaged (which no check before the
+    sweep reads): that job fails, the -unlabel 0 job beside it finishes; exit status 1, the
+    failure in the ledger, results.csv and results.md."""
+    out, pool = env["base"] / "failing", tmp_path / "unlabelled"
+    pool.mkdir()
+    for name in sorted(os.listdir(env["corpus"]["features"]))[:4]:
+        shutil.copy(os.path.join(env["corpus"]["features"], name), pool / name)
+    (pool / "damaged.mat").write_bytes(b"not a MAT file")
+    assert reproduce.main(flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "-ep", "1",
+                                "-unlabel", "5,0", "--unlabeled-features", str(pool),
                                 "--seeds", "31") + SLURM_FLAGS) == 1
     printed = capsys.readouterr().out
     jobs = ledger(out)
-    bad = jobs[os.path.basename(run_folder(out, "Temp-Triplet", 31, k=500))]
-    good = jobs[os.path.basename(run_folder(out, "Temp-Triplet", 31))]
+    bad_name = os.path.basename(run_folder(out, "Temp-Triplet", 31, unlabel=5))
+    bad, good = jobs[bad_name], jobs[os.path.basename(run_folder(out, "Temp-Triplet", 31))]
     assert (good["state"], good["status"]) == ("COMPLETED", "done")
     assert (bad["state"], bad["status"]) == ("FAILED", "failed")
     assert os.path.isfile(bad["log"]) and len(bad["error"]) == sweep_slurm.ERROR_LINES
-    assert any("main.py: error: the Train split has 16 turn(s), 176 chunks: too few for -nc 500 "
-               "clusters" in line for line in bad["error"])
-    assert f"failed: {os.path.basename(run_folder(out, 'Temp-Triplet', 31, k=500))} " \
-           f"(job {bad['job_id']}, FAILED); log: {bad['log']}" in printed
+    message = f"main.py: error: cannot read features from {pool / 'damaged.mat'}"
+    assert any(message in line for line in bad["error"])
+    assert f"failed: {bad_name} (job {bad['job_id']}, FAILED); log: {bad['log']}" in printed
     rows = results(out)
-    assert rows["Temp-Triplet_K500_seed31"]["status"] == "failed"
-    assert "too few for -nc 500 clusters" in rows["Temp-Triplet_K500_seed31"]["error"]
-    assert rows["Temp-Triplet_K4_seed31"]["status"] == "ok"
-    assert "too few for -nc 500 clusters" in (out / "results.md").read_text().split("## Failed runs")[1]
+    assert rows["Temp-Triplet_K4_U5_seed31"]["status"] == "failed"
+    assert rows["Temp-Triplet_K4_U5_seed31"]["error"].startswith(message)
+    assert rows["Temp-Triplet_K4_U0_seed31"]["status"] == "ok"
+    assert message in (out / "results.md").read_text().split("## Failed runs")[1]
 
 
 def test_a_job_array_sbatch_refuses_is_one_line(cluster, env, tmp_path):
@@ -372,7 +377,7 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
         before, after = log.split("resuming")
         assert "epoch 1/2" in before and "epoch 1/2" not in after and "epoch 2/2" in after
         assert trained_epochs(run_of(folder)) == 2
-    assert results(out)["Temp-Triplet_K4_seed31"]["status"] == "ok"
+    assert results(out)["Temp-Triplet_K4_U0_seed31"]["status"] == "ok"
     log_b = read(jobs[name_b]["log"])
     assert "Caught signal SIGUSR2" in log_b and f"Requeued job {job_b}" in log_b
 
@@ -427,9 +432,12 @@ def test_slurm_flags_that_do_not_fit_exit_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_without_slurm_it_says_so(env, tmp_path, monkeypatch):
-    """No SLURM commands on PATH: one clear line, nothing submitted."""
+@pytest.mark.parametrize("gpus", ["0", "1"])
+def test_without_slurm_it_says_so(env, tmp_path, monkeypatch, gpus):
+    """No SLURM commands on PATH: one clear line, nothing submitted. The checks before it
+    passed, also with a GPU per run on a machine without one: the GPUs are the nodes'."""
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError) as err:
-        reproduce.main(flags(env, tmp_path / "out", "-mt", "Temp-Triplet") + ["--executor", "slurm"])
+        reproduce.main(flags(env, tmp_path / "out", "-mt", "Temp-Triplet") +
+                       ["--executor", "slurm", "--slurm-gpus-per-run", gpus])
     assert "--executor slurm: cannot run SLURM's sacct" in str(err.value)
