@@ -20,8 +20,8 @@ import torch
 from diskspace import require_room
 from features import chunk_turn, is_whole_turn_chunked, normalise_features, short_turn_warning
 from labels import feature_paths, read_labels
-from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, UserError, atomic_path,
-                   human_size, load_mat, progress)
+from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, ProcessError, UserError,
+                   atomic_path, human_size, load_mat, progress)
 
 TURN_SHAPE = (CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS)
 CACHE_DTYPES = ("float32", "float16")
@@ -163,11 +163,16 @@ class ChunkCache:
         return cls(path)
 
     @classmethod
-    def open_or_build(cls, cache_dir, name, paths, mean, std, dtype="float32"):
+    def open_or_build(cls, cache_dir, name, paths, mean, std, dtype="float32", build=True):
+        """The cache of these inputs, built if there is none. With `build` False (the other
+        processes of a torchrun run, after rank 0 built it) a missing cache is an error."""
         key = cache_key(paths, mean, std, dtype)
         path = os.path.join(cache_dir, f"{name}_{key}.npy")
         if os.path.isfile(path) and os.path.isfile(path[:-4] + ".json"):
             return cls(path)
+        if not build:
+            raise ProcessError(f"cannot see the chunk cache {path} that rank 0 built: across "
+                               "machines, --cache-dir must be a folder that every machine sees")
         check_cache_room(cache_dir, name, len(paths), dtype)
         return cls.build(path, paths, mean, std, dtype, desc=f"caching {name} chunks")
 
@@ -180,7 +185,7 @@ class LabelledTurns:
     """
 
     def __init__(self, split, labels_csv, feat_dir, norm, emotion, cache_dir, cache_dtype="float32",
-                 whole_short_turns=False):
+                 whole_short_turns=False, build_cache=True):
         self.split = split
         self.stems, labels = read_labels(labels_csv, split, (emotion,))
         self.labels = labels[emotion]
@@ -189,7 +194,7 @@ class LabelledTurns:
         self.norm_labels = ((self.labels - self.label_mean) / self.label_std).astype(np.float32)
         paths = feature_paths(feat_dir, self.stems)
         self.cache = ChunkCache.open_or_build(cache_dir, split, paths, norm["feat_mean"],
-                                              norm["feat_std"], cache_dtype)
+                                              norm["feat_std"], cache_dtype, build_cache)
         short = self.cache.short_turns()
         frames = self.cache.meta["frames"]
         self.whole_turns = [i for i in short if whole_short_turns and is_whole_turn_chunked(frames[i])]
@@ -203,17 +208,20 @@ class LabelledTurns:
         return len(self.stems)
 
 
-def batches(cache, order, batch_size, labels=None, prefetch=2, pin=None):
+def batches(cache, order, batch_size, labels=None, prefetch=2, pin=None, part=None):
     """Yield (index array, chunks tensor[, labels tensor]) for whole turns in `order`.
 
-    A background thread reads the next batches from the cache while the model
-    computes on the current one; with CUDA the chunks come in pinned memory, so
-    the copy to the GPU can overlap.
+    `part` maps each batch's turns to the ones this process reads (under torchrun, its share
+    of the batch, which may be empty). A background thread reads the next batches from the
+    cache while the model computes on the current one; with CUDA the chunks come in pinned
+    memory, so the copy to the GPU can overlap.
     """
     if pin is None:
         pin = torch.cuda.is_available()
     order = np.asarray(order)
     spans = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if part is not None:
+        spans = [part(span) for span in spans]
     q = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
 

@@ -12,7 +12,9 @@
 #   (c) a bf16 training on the demo corpus (CUDA) ends with finite losses and a Test1 CCC
 #       within 0.05 of the CPU fp32 run at the same seed; 2 epochs (GPU_CHECK_EPOCHS=10 for a
 #       comparison that means more: after 2 epochs both models have learned little);
-#   (d) bench.py --device cuda --quick writes its table (WORK_DIR/bench_cuda.txt and .json).
+#   (d) bench.py --device cuda --quick writes its table (WORK_DIR/bench_cuda.txt and .json);
+#   (e) torchrun --nproc_per_node <GPUs> main.py trains 2 demo epochs with NCCL (one process per
+#       GPU) to finite losses; the summary gives its seconds per epoch beside one process's.
 # Everything goes to WORK_DIR (default: a new folder under $TMPDIR or /tmp), never into the
 # repository's trained_models/ or NormTerm/ (the shipped demo models are only read).
 #
@@ -58,7 +60,8 @@ checks = (("test_configure_backends", "(a) TF32 off under fp32"),
           ("test_cuda_predictions", "(a) CUDA predictions = CPU fp32 within 1e-4"),
           ("test_faiss_gpu", "(b) faiss GPU k-means = CPU partition"),
           ("test_bf16_training", "(c) bf16 training on the GPU vs CPU fp32"),
-          ("test_bench_on_cuda", "(d) bench.py --device cuda table"))
+          ("test_bench_on_cuda", "(d) bench.py --device cuda table"),
+          ("test_torchrun_on_every_gpu", "(e) torchrun on every GPU (NCCL)"))
 print(f"\ngpu_check summary on {gpu}")
 path = os.path.join(work, "junit.xml")
 if not os.path.isfile(path):
@@ -75,13 +78,28 @@ for case in ET.parse(path).getroot().iter("testcase"):
             status = {"failure": "FAILED", "error": "ERROR", "skipped": "SKIPPED"}[tag]
             why = (node.get("message") or "").splitlines()[0][:160] if node.get("message") else ""
     print(f"  {status:7s} {label} {param}" + (f" - {why}" if why else ""))
-training = os.path.join(work, "c_training.json")
-if os.path.isfile(training):
-    with open(training) as f:
-        t = json.load(f)
+def result(name):
+    """A check's figures, as its test wrote them to the work folder (None if it did not)."""
+    path = os.path.join(work, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def seconds(values):
+    return ", ".join(f"{s:.0f}" for s in values)
+
+
+t = result("c_training.json")
+if t:
     print(f"  (c) Test1 CCC {t['emotion']} after {t['epochs']} epochs: {t['gpu_precision']} on the GPU {t['test1_ccc_cuda']:.4f}, "
-          f"CPU fp32 {t['test1_ccc_cpu_fp32']:.4f}; seconds per epoch GPU "
-          f"{', '.join(f'{s:.0f}' for s in t['seconds_cuda'])}, CPU {', '.join(f'{s:.0f}' for s in t['seconds_cpu'])}")
+          f"CPU fp32 {t['test1_ccc_cpu_fp32']:.4f}; seconds per epoch GPU {seconds(t['seconds_cuda'])}, "
+          f"CPU {seconds(t['seconds_cpu'])}")
+t = result("e_torchrun.json")
+if t:
+    print(f"  (e) seconds per epoch over {t['epochs']} demo epochs: torchrun with {t['gpus']} process(es) "
+          f"({t['backend']}) {seconds(t['seconds_torchrun'])}; one process {seconds(t['seconds_one_process'])}")
 table = os.path.join(work, "bench_cuda.txt")
 if os.path.isfile(table):
     print(f"  bench table: {table}")

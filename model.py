@@ -107,7 +107,7 @@ class TempDeepEmoCluster(nn.Module):
         """Put the ReLU back and a fresh `top_layer_class` Linear(256, K), N(0, 0.01)."""
         linear = self.classifier[0]
         self.classifier = nn.Sequential(linear, nn.ReLU(inplace=True))
-        top = nn.Linear(EMBED_DIM, self.n_clusters).to(linear.weight.device)
+        top = nn.Linear(EMBED_DIM, self.n_clusters).to(linear.weight.device, linear.weight.dtype)
         top.weight.data.normal_(0, 0.01)
         top.bias.data.zero_()
         self.top_layer_class = top
@@ -154,7 +154,7 @@ class TempDeepEmoCluster(nn.Module):
         x = self.encode(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = self.cnn_out(x.float().flatten(1))
-        return x.reshape(turns, CHUNKS_PER_TURN, -1)
+        return x.reshape(turns, CHUNKS_PER_TURN, EMBED_DIM)
 
     def forward(self, chunks):
         emb = self.embed_chunks(chunks)
@@ -276,13 +276,14 @@ def triplet_indices(generator):
     return triples
 
 
-def triplet_loss(emb, triples):
-    """Triplet margin loss (margin 1, L2) of every triple applied to every turn."""
+def triplet_loss(emb, triples, reduction="mean"):
+    """Triplet margin loss (margin 1, L2) of every triple applied to every turn: the mean over
+    turns × triples (or their sum)."""
     a, p, n = (torch.tensor(t, device=emb.device) for t in zip(*triples))
     return F.triplet_margin_loss(emb[:, a].reshape(-1, emb.shape[-1]).float(),
                                  emb[:, p].reshape(-1, emb.shape[-1]).float(),
                                  emb[:, n].reshape(-1, emb.shape[-1]).float(),
-                                 margin=TRIPLET_MARGIN, p=2)
+                                 margin=TRIPLET_MARGIN, p=2, reduction=reduction)
 
 
 # --- checkpoints ---------------------------------------------------------------------
@@ -389,12 +390,13 @@ def turns_per_pass(model, device, turns):
 @torch.no_grad()
 def evaluate(model, chunks, device, bf16=False):
     """model(chunks) in evaluation mode, run in passes of turns_per_pass turns: the outputs
-    equal one pass over all the turns (each turn is independent in evaluation mode)."""
+    equal one pass over all the turns (each turn is independent in evaluation mode). No turns
+    (a process's empty share of a batch) give empty outputs."""
     from runtime import autocast
 
-    step = turns_per_pass(model, device, len(chunks))
+    step = max(1, turns_per_pass(model, device, len(chunks)))
     outs = []
-    for i in range(0, len(chunks), step):
+    for i in range(0, max(1, len(chunks)), step):
         with autocast(device, bf16):
             outs.append(model(chunks[i:i + step].to(device, non_blocking=True)))
     return tuple(torch.cat(part) for part in zip(*outs))

@@ -1,12 +1,50 @@
 """Where and how the network runs: the device, the CPU's vector capability, the
-precision (fp32 or bf16 autocast), torch.compile, memory reuse and backend flags.
+precision (fp32 or bf16 autocast), torch.compile, memory reuse and backend flags, and the
+settings of one training run (Settings) that the training steps share.
 """
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from utils import UserError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one training process runs, built once in main.train() and handed to every step:
+    its device and precision, and its place in a distributed run (torchrun: `rank` of
+    `world_size` processes, collectives over `backend`, long waits in `wait_group`; a plain run
+    is rank 0 of 1, backend None; distributed.py)."""
+
+    device: torch.device
+    precision: str = "fp32"
+    bf16: bool = False
+    rank: int = 0
+    world_size: int = 1
+    backend: str = None
+    wait_group: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def distributed(self):
+        """Launched by torchrun: the steps split each batch and exchange results."""
+        return self.backend is not None
+
+    @property
+    def is_main(self):
+        """The process that writes the run's files and prints its log (rank 0)."""
+        return self.rank == 0
+
+    def log(self, *args, **kwargs):
+        if self.is_main:
+            print(*args, **kwargs)
+
+
+def single_process(device="auto", precision="auto"):
+    """The Settings of a plain run (no torchrun): the device picked, bf16 as the precision asks."""
+    device = pick_device(device)
+    return Settings(device, precision, use_bf16(precision, device))
 
 
 def pick_device(name="auto"):

@@ -50,11 +50,22 @@ class UserError(Exception):
     """A foreseeable problem with the user's input: shown as a message, exit 1."""
 
 
+class ProcessError(UserError):
+    """A problem of one process of a torchrun run (the loss of another process, a file it
+    cannot see): shown by every process that meets it, not only by rank 0."""
+
+
+def first_process():
+    """Whether this is rank 0 of a torchrun run (which sets RANK), or not under torchrun."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 AGAIN = "Free space, then run the same command again."
 
 
 def run_cli(main, disk_full=AGAIN):
-    """Run a script's main(), turning UserError into a message and exit 1.
+    """Run a script's main(), turning UserError into a message and exit 1. Under torchrun,
+    an error that every process meets alike is shown once, by rank 0.
 
     `disk_full` is what the script advises after a full disk (DiskFullError): a sentence,
     or a function of the error that returns one.
@@ -66,7 +77,8 @@ def run_cli(main, disk_full=AGAIN):
         print(f"error: {err}. {advice}", file=sys.stderr)
         sys.exit(1)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if first_process() or isinstance(err, ProcessError):
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -265,10 +277,11 @@ def sentence_uniform_sample(assignment, n_clusters, rng):
 
 # --- output and command-line flags shared by the scripts --------------------------
 def progress(iterable=None, **kw):
-    """A progress bar on stderr, shown when stderr is a terminal."""
+    """A progress bar on stderr, shown when stderr is a terminal (under torchrun, by rank 0 only)."""
     from tqdm import tqdm
 
-    return tqdm(iterable, dynamic_ncols=True, mininterval=1.0, disable=None, **kw)
+    return tqdm(iterable, dynamic_ncols=True, mininterval=1.0, disable=None if first_process() else True,
+                **kw)
 
 
 def at_least(minimum, what):

@@ -90,6 +90,7 @@ def test_training_passes_its_device_to_kmeans(monkeypatch):
     import torch
 
     import main as train_main
+    from runtime import Settings
 
     calls = []
     monkeypatch.setattr(train_main, "kmeans_on_gpu", lambda device: (device.type == "cuda", 3))
@@ -97,5 +98,5 @@ def test_training_passes_its_device_to_kmeans(monkeypatch):
                         lambda x, k, seed, use_gpu, gpu_index: (calls.append((use_gpu, gpu_index)),
                                                                 (np.zeros(len(x), np.int64), 0.0))[1])
     x = np.zeros((20, 4), np.float32)
-    train_main.cluster_chunks(x, 2, np.random.default_rng(0), torch.device("cpu"))
+    train_main.cluster_chunks(x, 2, np.random.default_rng(0), Settings(torch.device("cpu")))
     assert calls == [(False, 3)]

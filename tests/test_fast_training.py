@@ -12,6 +12,7 @@ import runtime
 from dataloader import LabelledTurns
 from features import load_norm_term
 from model import build_model, evaluation_copy, on_fast_path
+from runtime import Settings
 from utils import CHUNKS_PER_TURN, ccc_loss
 
 
@@ -58,17 +59,17 @@ def test_chunk_features_and_validation_on_the_fast_path_equal_the_original(tiny_
     val = LabelledTurns("Validation", tiny_corpus["labels"], tiny_corpus["features"], norm, "Val",
                         str(tmp_path / "cache"))
     fast, original = fast_and_original("Temp-Trans", 1)
-    cpu = torch.device("cpu")
+    cpu = Settings(torch.device("cpu"))
     for m in (fast, original):
         m.remove_cluster_head()
-    got = train_main.compute_chunk_features(fast, train.cache, 5, cpu, False)
-    want = train_main.compute_chunk_features(original, train.cache, 5, cpu, False)
+    got = train_main.compute_chunk_features(fast, train.cache, 5, cpu)
+    want = train_main.compute_chunk_features(original, train.cache, 5, cpu)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     for m in (fast, original):
         m.restore_cluster_head()
     fast.top_layer_class.load_state_dict(original.top_layer_class.state_dict())
-    got = train_main.validate(fast, val, 4, cpu, False, np.random.default_rng(3))
-    want = train_main.validate(original, val, 4, cpu, False, np.random.default_rng(3))
+    got = train_main.validate(fast, val, 4, cpu, np.random.default_rng(3))
+    want = train_main.validate(original, val, 4, cpu, np.random.default_rng(3))
     assert got == pytest.approx(want, rel=1e-5)
 
 

@@ -11,14 +11,19 @@ on a GPU machine; it runs this file and prints a summary).
     stays finite; GPU_CHECK_EPOCHS=10 makes it a real comparison (by epoch 10 arousal has
     levelled off), and then the CPU run must also have learned (CCC > 0.3).
 (d) bench.py --device cuda --quick writes its table.
+(e) torchrun --nproc_per_node <GPUs> main.py: 2 demo epochs with NCCL, one process per GPU, end
+    with finite losses; their seconds per epoch are written beside those of one process with the
+    same flags (with one GPU, torchrun's single process still runs the distributed path: NCCL,
+    DistributedDataParallel, global-batch BatchNorm).
 
 Everything is written under $GPU_CHECK_DIR (gpu_check.sh sets it) or pytest's temporary
 folder, never in the repository's trained_models/ or NormTerm/.
 
 GPU_CHECK_DRY_RUN=1 runs the checks with the CPU standing in for the GPU, to test the checks'
 own plumbing on a machine without one: it proves nothing about a GPU ((b) is skipped; (c)
-then compares bf16 with fp32 training on the CPU). GPU_CHECK_DEMO_SIZE scales the demo
-corpus of (c) (make_demo_corpus.py --size; default 1, the default corpus).
+then compares bf16 with fp32 training on the CPU; (e) runs 2 processes with gloo).
+GPU_CHECK_DEMO_SIZE scales the demo corpus of (c) and (e) (make_demo_corpus.py --size;
+default 1, the default corpus).
 """
 import csv
 import json
@@ -237,3 +242,38 @@ def test_bench_on_cuda_writes_its_table(work):
         assert data["machine"]["gpu"] == torch.cuda.get_device_name(0)
         assert data["estimate_v1_12"]["gpu_feed"]["chunks_per_s"] > 0
     assert all(r["value"] is not None and np.isfinite(r["value"]) for r in data["rows"])
+
+
+# --- (e) --------------------------------------------------------------------------------
+TORCHRUN_EPOCHS = 2
+
+
+def test_torchrun_on_every_gpu(demo, work):
+    gpus = 2 if DRY_RUN else torch.cuda.device_count()
+    backend = "gloo" if DRY_RUN else "nccl"
+    common = ["-ep", str(TORCHRUN_EPOCHS), "-batch", "64", "-emo", TRAIN_EMOTION, "-nc", "10", "-mt", "Temp-Triplet",
+              "--features", demo["features"], "--labels", demo["labels"], "--norm-dir", demo["norm"],
+              "--cache-dir", os.path.join(demo["root"], "cache"), "--device", DEVICE, "--seed", str(SEED),
+              "--overwrite"]
+    from model import checkpoint_name
+
+    histories = {}
+    for name, launch in (("one", []), ("torchrun", ["-m", "torch.distributed.run", "--standalone",
+                                                     "--nproc_per_node", str(gpus)])):
+        model_dir = os.path.join(demo["root"], f"models_e_{name}")
+        proc = run(launch + ["main.py"] + common + ["--model-dir", model_dir])
+        if launch:
+            assert f"on {gpus} processes ({backend}, {DEVICE}," in proc.stdout, proc.stdout[-2000:]
+            assert proc.stdout.count(f"epoch {TORCHRUN_EPOCHS}/{TORCHRUN_EPOCHS}") == 1     # rank 0 alone prints
+        history = os.path.join(model_dir, checkpoint_name(TORCHRUN_EPOCHS, 64, 10, TRAIN_EMOTION, "Temp-Triplet")
+                               .replace(".pth.tar", "_history.json"))
+        with open(history) as f:
+            histories[name] = json.load(f)
+        assert len(histories[name]["train_loss"]) == TORCHRUN_EPOCHS
+        assert np.isfinite(histories[name]["train_loss"]).all() and np.isfinite(histories[name]["val_loss"]).all()
+    with open(os.path.join(work, "e_torchrun.json"), "w") as f:   # for gpu_check.sh's summary
+        json.dump({"gpus": gpus, "backend": backend, "epochs": TORCHRUN_EPOCHS,
+                   "seconds_one_process": histories["one"]["seconds"],
+                   "seconds_torchrun": histories["torchrun"]["seconds"],
+                   "val_loss_one_process": histories["one"]["val_loss"],
+                   "val_loss_torchrun": histories["torchrun"]["val_loss"]}, f, indent=1)

@@ -11,6 +11,7 @@ import torch
 import feat_extract
 import main as train_main
 import prediction_process
+import run_files
 from conftest import ROOT, SR, tone_turn
 from model import ARCH, build_model, checkpoint_name, released_state_dict
 from test_errors import cli, run_script
@@ -79,9 +80,9 @@ def test_outputs_get_the_permissions_of_an_ordinary_write(umask, mode, tmp_path)
 def plotted(monkeypatch, history, title="Temp-CNN, Val, K = 4, 3 epochs, batch 4"):
     """The two figures plot_trends draws, captured instead of written."""
     figures = []
-    monkeypatch.setattr(train_main, "save_figure", lambda fig, path: figures.append((fig, path)))
+    monkeypatch.setattr(run_files, "save_figure", lambda fig, path: figures.append((fig, path)))
     run = type("Run", (), {"nmi_val_plot": "a.png", "train_plot": "b.png"})()
-    train_main.plot_trends(history, run, title)
+    run_files.plot_trends(history, run, title)
     return figures
 
 

@@ -14,6 +14,7 @@ from conftest import ROOT
 from dataloader import ChunkCache
 from features import load_norm_term
 from model import build_model
+from runtime import Settings
 
 
 def make_pool(tiny_corpus, tmp_path, n=8):
@@ -43,8 +44,8 @@ def test_unsupervised_stage_freezes_regression_head_and_trains_cluster_path(tiny
         before = {k: v.clone() for k, v in model.state_dict().items()}
         args = SimpleNamespace(batch_size=4, num_clusters=4)
         gen = torch.Generator().manual_seed(0) if mt == "Temp-Triplet" else None
-        loss = train_script.unsupervised_stage(model, pool, optimizers, args, torch.device("cpu"),
-                                               False, np.random.default_rng(0), gen, 0)
+        loss = train_script.unsupervised_stage(model, pool, optimizers, args, Settings(torch.device("cpu")),
+                                               np.random.default_rng(0), gen, 0)
         after = model.state_dict()
         assert np.isfinite(loss) and loss > 0
         for key in ("emo_regressor.0.weight", "emo_regressor.0.bias",

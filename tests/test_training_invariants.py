@@ -15,9 +15,11 @@ import main as train_main
 from dataloader import ChunkCache, LabelledTurns
 from features import load_norm_term
 from model import build_model
+from runtime import Settings
 from utils import CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS, ccc_loss
 
 K = 3
+CPU = Settings(torch.device("cpu"))
 
 
 class CodedCache:
@@ -86,8 +88,7 @@ def test_pseudo_labels_and_labels_follow_the_turn_major_chunk_order(model, monke
     monkeypatch.setattr(train_main, "ccc_loss", spy_ccc)
     optimizers = train_main.make_optimizers(model)
     model.restore_cluster_head()
-    train_main.train_one_epoch(model, cache, drawn, assignment, optimizers, batch, torch.device("cpu"),
-                               False, labels)
+    train_main.train_one_epoch(model, cache, drawn, assignment, optimizers, batch, CPU, labels)
     assert [len(c) for c in seen["chunks"]] == [3, 3, 3, 1]
     turns, chunk_ids = zip(*(decode(c) for c in seen["chunks"]))
     turns, chunk_ids = torch.cat(turns), torch.cat(chunk_ids)
@@ -112,8 +113,8 @@ def test_each_optimiser_steps_on_every_supervised_batch(model, monkeypatch):
     model.restore_cluster_head()
     drawn = np.arange(5)
     assignment = np.arange(5 * CHUNKS_PER_TURN) % K
-    train_main.train_one_epoch(model, CodedCache(5), drawn, assignment, (sgd, adam), 2,
-                               torch.device("cpu"), False, np.zeros(5, np.float32) + [0, 1, 2, 3, 4])
+    train_main.train_one_epoch(model, CodedCache(5), drawn, assignment, (sgd, adam), 2, CPU,
+                               np.zeros(5, np.float32) + [0, 1, 2, 3, 4])
     n_batches = 3
     assert len(steps) == 3 * n_batches
     top = [o for o in steps if o is not sgd and o is not adam]
@@ -131,7 +132,7 @@ def test_compute_chunk_features_rows_are_turn_major(tiny_corpus, tmp_path):
     torch.manual_seed(1)
     model = build_model("Temp-GRU", K).eval()
     model.remove_cluster_head()
-    out = train_main.compute_chunk_features(model, data.cache, 5, torch.device("cpu"), False)
+    out = train_main.compute_chunk_features(model, data.cache, 5, CPU)
     assert out.shape == (len(data) * CHUNKS_PER_TURN, 256)
     with torch.no_grad():
         for turn in range(len(data)):
@@ -147,7 +148,7 @@ def test_validate_is_the_mean_per_batch_ccc_loss(tiny_corpus, tmp_path):
                          str(tmp_path / "cache"))
     torch.manual_seed(2)
     model = build_model("Temp-CNN", K)
-    got = train_main.validate(model, data, 4, torch.device("cpu"), False, np.random.default_rng(5))
+    got = train_main.validate(model, data, 4, CPU, np.random.default_rng(5))
     order = np.random.default_rng(5).permutation(len(data))
     model.eval()
     losses = []
@@ -198,19 +199,19 @@ def test_unsupervised_stage_steps_sgd_but_not_adam(tiny_corpus, tmp_path):
     model = build_model("Temp-Trans", K)
     model.remove_cluster_head()
     optimizers = train_main.make_optimizers(model)
-    device, rng = torch.device("cpu"), np.random.default_rng(0)
+    rng = np.random.default_rng(0)
     # A supervised epoch first, so that Adam has state (step count and moments).
-    feats = train_main.compute_chunk_features(model, data.cache, 4, device, False)
-    assignment = train_main.cluster_chunks(feats, K, rng)
+    feats = train_main.compute_chunk_features(model, data.cache, 4, CPU)
+    assignment = train_main.cluster_chunks(feats, K, rng, CPU)
     model.restore_cluster_head()
     train_main.train_one_epoch(model, data.cache, np.arange(len(data)), assignment, optimizers, 4,
-                               device, False, data.norm_labels)
+                               CPU, data.norm_labels)
     adam = optimizers[1]
     adam_before = {id(p): {k: v.clone() for k, v in s.items()} for p, s in adam.state.items()}
     assert adam_before and all(float(s["step"]) == 4 for s in adam_before.values())
     params_before = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = argparse.Namespace(batch_size=4, num_clusters=K)
-    loss = train_main.unsupervised_stage(model, pool, optimizers, args, device, False, rng, None, 1)
+    loss = train_main.unsupervised_stage(model, pool, optimizers, args, CPU, rng, None, 1)
     assert np.isfinite(loss)
     for p, s in adam.state.items():
         for key, value in s.items():
