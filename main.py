@@ -164,7 +164,8 @@ def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, set
         for step, item in enumerate(bar):
             idx, chunks = item[0], item[1].to(device, non_blocking=True)
             target = pseudo[idx].reshape(-1).to(device)
-            with autocast(device, settings.bf16), distributed.dropout_stream(settings, epoch, labels is None, step):
+            with autocast(device, settings.bf16), \
+                    distributed.dropout_stream(settings, epoch, labels is None, step):
                 cluster, attri, emb = net(chunks)
             triples = triplet_indices(triplet_gen) if triplet_gen is not None else None
             if settings.distributed:
