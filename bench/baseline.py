@@ -14,6 +14,7 @@ from bench.epoch import StageClock, cluster_and_sample, epoch_result, limit_turn
 from features import chunk_starts, chunk_turn, extract_features, load_norm_term, normalise_features, pad_short_turn
 from labels import feature_paths, read_labels
 from model import build_model, load_model, triplet_indices, triplet_loss
+from runtime import Settings
 from utils import CHUNKS_PER_TURN, EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, ccc_loss, ccc_metric
 
 
@@ -114,7 +115,8 @@ def baseline_epoch(model, reader, train_labels, val_reader, val_labels, optimize
     """The same epoch in the original design (k-means and sampling are the same calls)."""
     clock = StageClock(device)
     feats, assignment, drawn = cluster_and_sample(
-        clock, model, lambda: baseline_chunk_features(model, reader, batch, device), n_clusters, rng, device)
+        clock, model, lambda: baseline_chunk_features(model, reader, batch, device), n_clusters, rng,
+        Settings(device))
     turns = limit_turns(drawn, train_batches, batch)
     with clock("training"):
         loss = baseline_train_one_epoch(model, reader, turns, assignment, optimizers, batch, device,

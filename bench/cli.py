@@ -27,7 +27,7 @@ from bench.scale import ESTIMATE_EPOCHS, epoch_child, scale_rows, scale_study
 from bench.training import bench_compile_time, bench_epochs, epoch_rows, profile_training_step
 from dataloader import LabelledTurns
 from labels import feature_paths, read_labels, validation_split
-from runtime import pick_device, use_bf16, use_channels_last, use_compile
+from runtime import Settings, pick_device, use_bf16, use_channels_last, use_compile
 from utils import CHUNKS_PER_TURN, TEMPORAL_TYPES, TRAIN_SPLIT, at_least
 
 # method §5: encoder cost per chunk, forward; a training step is about 3× the forward.
@@ -166,7 +166,7 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
     gen = designs["fast"]["triplet"]
     shares = profile_training_step(lambda: train_main.train_one_epoch(
         fast, train.cache, last["turns"][:args.batch], last["assignment"], designs["fast"]["opts"],
-        args.batch, device, bf16_train, train.norm_labels, gen), device)
+        args.batch, Settings(device, bf16=bf16_train), train.norm_labels, gen), device)
     for family, share in shares.items():
         note = ""
         if family == "other":

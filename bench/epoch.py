@@ -6,6 +6,7 @@ import time
 
 import main as train_main
 from bench.measure import sync
+from runtime import Settings
 from utils import sentence_uniform_sample
 
 EPOCH_STAGES = ("chunk features", "k-means", "sampling", "training", "validation")
@@ -32,15 +33,15 @@ def limit_turns(drawn, train_batches, batch):
     return drawn[:train_batches * batch] if train_batches else drawn
 
 
-def cluster_and_sample(clock, model, chunk_features, n_clusters, rng, device):
+def cluster_and_sample(clock, model, chunk_features, n_clusters, rng, settings):
     """The stages before training, each on `clock`: `chunk_features()` with the cluster head off,
-    k-means (the same faiss call in both designs), sentence-uniform sampling; the head then goes
-    back on. Returns (chunk features, assignment, drawn turns)."""
+    k-means (the same faiss call in both designs, on `settings`' device), sentence-uniform
+    sampling; the head then goes back on. Returns (chunk features, assignment, drawn turns)."""
     model.remove_cluster_head()
     with clock("chunk features"):
         feats = chunk_features()
     with clock("k-means"):
-        assignment = train_main.cluster_chunks(feats, n_clusters, rng, device)
+        assignment = train_main.cluster_chunks(feats, n_clusters, rng, settings)
     with clock("sampling"):
         drawn = sentence_uniform_sample(assignment, n_clusters, rng)
     model.restore_cluster_head()
@@ -60,19 +61,20 @@ def fast_epoch(model, train, val, optimizers, n_clusters, batch, device, bf16, r
     `warmup_batch`: one training batch first, timed apart ('training warm-up': compilation of
     a compiled encoder, first-call set-up), so the training stage is the steady state."""
     clock = StageClock(device)
+    settings = Settings(device, bf16=bf16)
     feats, assignment, drawn = cluster_and_sample(
-        clock, model, lambda: train_main.compute_chunk_features(model, train.cache, batch, device, bf16),
-        n_clusters, rng, device)
+        clock, model, lambda: train_main.compute_chunk_features(model, train.cache, batch, settings),
+        n_clusters, rng, settings)
     turns = limit_turns(drawn, train_batches, batch)
     if warmup_batch:
         with clock("training warm-up"):
-            train_main.train_one_epoch(model, train.cache, drawn[:batch], assignment, optimizers, batch, device,
-                                       bf16, train.norm_labels, triplet_gen, epoch)
+            train_main.train_one_epoch(model, train.cache, drawn[:batch], assignment, optimizers, batch, settings,
+                                       train.norm_labels, triplet_gen, epoch)
     with clock("training"):
-        loss = train_main.train_one_epoch(model, train.cache, turns, assignment, optimizers, batch, device,
-                                          bf16, train.norm_labels, triplet_gen, epoch)
+        loss = train_main.train_one_epoch(model, train.cache, turns, assignment, optimizers, batch, settings,
+                                          train.norm_labels, triplet_gen, epoch)
     with clock("validation"):
-        val_loss = train_main.validate(model, val, batch, device, bf16, rng)
+        val_loss = train_main.validate(model, val, batch, settings, rng)
     return epoch_result(clock, feats, assignment, drawn, turns, loss, val_loss)
 
 

@@ -1,4 +1,4 @@
-"""What tests/test_distributed.py runs under torchrun (and, for its references, in one plain
+"""What tests/test_distributed.py runs under torchrun (and, for its references, in its own
 process): main.py's training steps on fixed batches, or main.py itself with a process killed.
 
     torchrun … distributed_driver.py steps OUT FEATURES LABELS NORM CACHE

@@ -35,8 +35,8 @@ DRIVER = os.path.join(ROOT, "tests", "distributed_driver.py")
 ENV = dict(os.environ, MALLOC_MMAP_MAX_="0", OMP_NUM_THREADS="1")
 TIMEOUT = 900
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TRAIN_TURNS, VAL_TURNS = 7, 3     # -batch 3: batches of 3, 3, 1 turns, shared 2/1, 2/1, 1/0
-KILL_AT_STEP = 4                  # the first step of epoch 2, after its k-means
+TRAIN_TURNS, VAL_TURNS = 5, 2     # -batch 3: batches of 3 and 2 turns, shared 2/1 and 1/1
+KILL_AT_STEP = 3                  # the first step of epoch 2, after its k-means
 
 
 def start(cmd):
@@ -55,17 +55,16 @@ def run(cmd):
 # --- the steps of 2 processes and of one ----------------------------------------------------
 @pytest.fixture(scope="module")
 def steps(tiny_corpus, tmp_path_factory):
-    """The steps of 2 processes (torchrun) and, at the same time, of one plain process."""
+    """The steps of 2 processes (torchrun) and, meanwhile, of one plain process (this one)."""
     base = tmp_path_factory.mktemp("steps")
-    dirs, procs = {}, {}
-    for name, launcher in (("two", TORCHRUN), ("one", [sys.executable])):
-        dirs[name] = base / name
-        dirs[name].mkdir()
-        procs[name] = start(launcher + [DRIVER, "steps", str(dirs[name]), tiny_corpus["features"],
-                                        tiny_corpus["labels"], tiny_corpus["norm"], str(base / f"cache_{name}")])
-    for name, proc in procs.items():
-        rc, out, err = finish(proc)
-        assert rc == 0, f"{name}:\n{out[-3000:]}\n{err[-3000:]}"
+    dirs = {name: base / name for name in ("two", "one")}
+    inputs = [tiny_corpus["features"], tiny_corpus["labels"], tiny_corpus["norm"]]
+    for folder in dirs.values():
+        folder.mkdir()
+    two = start(TORCHRUN + [DRIVER, "steps", str(dirs["two"])] + inputs + [str(base / "cache_two")])
+    driver.run_steps(str(dirs["one"]), *inputs, str(base / "cache_one"), Settings(torch.device("cpu")))
+    rc, out, err = finish(two)
+    assert rc == 0, f"{out[-3000:]}\n{err[-3000:]}"
     return dirs
 
 
@@ -100,7 +99,7 @@ def build_state(mt):
 # --- main.py under torchrun ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_corpus(tiny_corpus, tmp_path_factory):
-    """The tiny corpus's labels file cut to 7 Train and 3 Validation turns."""
+    """The tiny corpus's labels file cut to TRAIN_TURNS Train and VAL_TURNS Validation turns."""
     with open(tiny_corpus["labels"]) as f:
         head, *rows = f.read().splitlines()
     split = {s: [r for r in rows if r.endswith("," + s)] for s in ("Train", "Validation")}

@@ -6,7 +6,6 @@ import stat
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 import feat_extract
 import main as train_main
