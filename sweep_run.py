@@ -10,8 +10,8 @@ import re
 import sys
 from dataclasses import dataclass
 
-import main as train_script
 from model import checkpoint_name
+from run_files import saved_epoch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))   # the scripts' folder: commands run from here
 
@@ -112,7 +112,7 @@ def make_row(run, s):
     history = read_json(run.path("_history.json"))
     best = seconds = ""
     if history and history.get("val_loss"):
-        best = train_script.saved_epoch(history)
+        best = saved_epoch(history)
         seconds = sum(history.get("seconds", [])) + (record.get("test_seconds") or 0)
         seconds = f"{seconds:.1f}"
     return {"type": run.type, "attribute": run.emo, "K": run.k, "unlabel": run.unlabel,
