@@ -68,8 +68,9 @@ class Settings:
     split: str
     out: str
     slots: tuple        # the --device of each concurrent run
-    threads: int        # OMP/MKL threads per run
+    threads: int        # OMP/MKL threads per process of a run
     slurm: sweep_slurm_job.SlurmOptions = None    # --executor slurm: what each run's job asks for
+    processes: int = 1  # training processes per run (torchrun, one per GPU of a SLURM job)
 
 
 def parse_args(argv=None):
@@ -190,8 +191,9 @@ def settings_from_args(args):
     """The sweep's Settings, its grid and devices checked; UserError (exit 1) for anything wrong.
     (preflight.check_sweep checks the data.)"""
     slurm = sweep_slurm_job.options_from_args(args) if args.executor == "slurm" else None
+    processes = slurm.processes if slurm is not None else 1
     if slurm is not None:
-        slots, threads = (slurm.device,), slurm.cpus
+        slots, threads = (slurm.device,), max(1, slurm.cpus // processes)
     else:
         slots = parse_devices(args.devices) if args.devices else ("cpu",) * (args.jobs or 1)
         threads = max(1, usable_cores() // len(slots))
@@ -208,7 +210,7 @@ def settings_from_args(args):
         unlabeled_features=os.path.abspath(args.unlabeled_features),
         cache_dir=os.path.abspath(args.cache_dir), val_split=args.val_split, split=args.split,
         out=os.path.abspath(args.out),
-        slots=slots, threads=threads, slurm=slurm)
+        slots=slots, threads=threads, slurm=slurm, processes=processes)
     return s
 
 

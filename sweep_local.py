@@ -99,7 +99,8 @@ def run_one(run, s, device, children, commit):
             if children.stopping:
                 return None, "interrupted", time.time() - t0
             if rc != 0:
-                status, error = "failed", f"{os.path.basename(cmd[1])}: {last}"
+                script = next(a for a in cmd if a.endswith(".py"))
+                status, error = "failed", f"{os.path.basename(script)}: {last}"
                 break
             if step == "test":
                 test_seconds = time.time() - t_step

@@ -74,6 +74,15 @@ def plan(run, split):
     return "train"
 
 
+def training_launcher(processes):
+    """How main.py starts: plain, or under torchrun over `processes` processes of this machine
+    (one per GPU; main.py takes GPU LOCAL_RANK and the global-batch semantics of distributed.py)."""
+    if processes == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", str(processes)]
+
+
 def commands(run, s, device, action):
     """The main.py and online_testing.py command lines a run still needs."""
     model = ["-ep", str(run.epochs), "-batch", str(run.batch), "-emo", run.emo, "-nc", str(run.k),
@@ -83,7 +92,7 @@ def commands(run, s, device, action):
     out = []
     if action in ("train", "resume", "overwrite"):
         extra = {"train": [], "resume": ["--resume"], "overwrite": ["--overwrite"]}[action]
-        out.append(("main", [sys.executable, "main.py"] + model +
+        out.append(("main", training_launcher(s.processes) + ["main.py"] + model +
                     ["--seed", str(run.seed), "--unlabeled-features", s.unlabeled_features,
                      "--val-split", s.val_split] + extra))
     out.append(("test", [sys.executable, "online_testing.py"] + model +

@@ -37,6 +37,11 @@ class SlurmOptions:
     extra: tuple          # (KEY, VALUE) pairs of --slurm-extra, in the order given
 
     @property
+    def processes(self):
+        """Training processes of one run: one per GPU of its job (torchrun), else one."""
+        return max(1, self.gpus)
+
+    @property
     def device(self):
         """A job sees only the GPUs SLURM gave it, as cuda:0...; none: the CPU."""
         return "cuda" if self.gpus else "cpu"
@@ -52,10 +57,6 @@ def options_from_args(args):
     """SlurmOptions from the --slurm-* flags; UserError for a bad value."""
     if args.slurm_mem is not None and not args.slurm_mem > 0:
         raise UserError(f"--slurm-mem must be a positive number of GB, got {args.slurm_mem:g}")
-    if args.slurm_gpus_per_run > 1:
-        raise UserError(f"--slurm-gpus-per-run {args.slurm_gpus_per_run}: one run on several GPUs "
-                        "needs main.py's distributed training (torchrun), which this version does "
-                        "not have; give 1 GPU per run (the sweep's runs still use many GPUs at once)")
     extra = []
     for item in args.slurm_extra or ():
         key, eq, value = item.partition("=")

@@ -11,6 +11,7 @@ are skipped, saying why; CI installs the packages (.ci/run) and runs them as roo
 SLURM_TESTS=required, under which a cluster that cannot start fails them instead.
 """
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -26,6 +27,8 @@ import pytest
 from conftest import ROOT
 
 import reproduce  # noqa: E402
+import sweep_local  # noqa: E402
+import sweep_run  # noqa: E402
 import sweep_slurm  # noqa: E402
 from model import read_checkpoint  # noqa: E402
 from sweep_run import Run, plan, trained_epochs  # noqa: E402
@@ -405,8 +408,6 @@ def seconds(run_time):
 
 # --- refused before anything is submitted ------------------------------------------------------------
 @pytest.mark.parametrize("extra, message", [
-    (["--slurm-gpus-per-run", "2"], "--slurm-gpus-per-run 2: one run on several GPUs needs "
-                                    "main.py's distributed training (torchrun)"),
     (["--slurm-extra", "account"], "--slurm-extra 'account': give KEY=VALUE"),
     (["--slurm-extra", "time=5"], "--slurm-extra time: set it with --slurm-time"),
     (["--slurm-extra", "chdir=/tmp"], "--slurm-extra chdir: reproduce.py sets this one itself"),
@@ -441,3 +442,30 @@ def test_without_slurm_it_says_so(env, tmp_path, monkeypatch, gpus):
         reproduce.main(flags(env, tmp_path / "out", "-mt", "Temp-Triplet") +
                        ["--executor", "slurm", "--slurm-gpus-per-run", gpus])
     assert "--executor slurm: cannot run SLURM's sacct" in str(err.value)
+
+
+# --- several GPUs per run: main.py under torchrun --------------------------------------------------
+def test_several_gpus_per_run_train_under_torchrun(env, tmp_path):
+    """--slurm-gpus-per-run 2: each job's main.py runs under torchrun over 2 processes (one
+    per GPU of the job), its CPUs split between them; online_testing.py stays one process.
+    The same command lines run here on the CPU (gloo) bring the run to 'done'."""
+    out = tmp_path / "out"
+    argv = flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "-ep", "1", "--seeds", "31")
+    s = reproduce.settings_from_args(reproduce.parse_args(
+        argv + ["--executor", "slurm", "--slurm-gpus-per-run", "2", "--slurm-cpus-per-run", "4"]))
+    assert (s.processes, s.threads, s.slots) == (2, 2, ("cuda",))
+    run = reproduce.grid(s)[0]
+    (_, train), (_, test) = sweep_run.commands(run, s, "cuda", "train")
+    assert train[:train.index("main.py") + 1] == [sys.executable, "-m", "torch.distributed.run",
+                                                  "--standalone", "--nproc_per_node", "2", "main.py"]
+    assert test[:2] == [sys.executable, "online_testing.py"]
+
+    here = dataclasses.replace(s, slots=("cpu",), slurm=None)
+    status, error, _ = sweep_local.run_one(run, here, "cpu", sweep_local.Children(), "")
+    assert (status, error) == ("ok", "")
+    with open(os.path.join(run.folder, "main.log")) as f:
+        log = f.read()
+    assert "OMP_NUM_THREADS=2): " + " ".join(train[:7]) in log
+    assert "on 2 processes (gloo, cpu" in log
+    assert read_checkpoint(run.path(""))["arch"]
+    assert plan(run, TEST_SPLIT) == "done"
