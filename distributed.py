@@ -79,11 +79,11 @@ def process_device(name, local_rank, local_world):
     return torch.device("cuda", local_rank) if device.type == "cuda" else device
 
 
-def check_batch(batch_size, settings):
-    if batch_size < settings.world_size:
-        raise UserError(f"-batch {batch_size} is smaller than the {settings.world_size} processes "
+def check_batch(batch_size, processes):
+    if batch_size < processes:
+        raise UserError(f"-batch {batch_size} is smaller than the {processes} processes "
                         "of this run: each batch is split across them, so every process needs "
-                        f"a turn of each batch (-batch {settings.world_size} or more, or fewer "
+                        f"a turn of each batch (-batch {processes} or more, or fewer "
                         "processes)")
 
 

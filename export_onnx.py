@@ -202,7 +202,7 @@ def doc_string(meta):
     return (f"{meta['attribute_name'].capitalize()} ({meta['attribute']}) of one speaking turn, "
             f"{meta['temporal_type']} model. Input {INPUT}: (frames, {N_MELS}) float32 mel power "
             f"spectrogram of 16 kHz audio ({FEATURE_SETTINGS['stft']}; see the metadata). Outputs "
-            f"{SCORE}: the attribute on the 1-7 rating scale; {EMBEDDING}: the {EMBED_DIM}-d turn "
+            f"{SCORE}: the attribute on the training corpus's rating scale (1-7 in MSP-Podcast); {EMBEDDING}: the {EMBED_DIM}-d turn "
             "embedding (deep temporal clustering feature).")
 
 
@@ -288,7 +288,7 @@ def main(argv=None):
     print(f"{len(protos)} {args.model_type} model(s) of {source} exported to {args.output}:")
     for name in protos:
         print(f"  {name}")
-    print(f"predict with: python prediction_process.py --onnx {args.output} --input AUDIO_DIR")
+    print(f"predict with: .venv/bin/python prediction_process.py --onnx {args.output} --input AUDIO_DIR")
     if args.release:
         print(fetch_models.LICENCE)
     return 0

@@ -343,7 +343,7 @@ def train_run(args, settings, run):
     rng = np.random.default_rng(args.seed)
     triplet_gen = torch.Generator().manual_seed(args.seed) if args.model_type == "Temp-Triplet" else None
     run.check_not_taken(args.resume, args.overwrite)
-    distributed.check_batch(args.batch_size, settings)
+    distributed.check_batch(args.batch_size, settings.world_size)
     train_set, val_set, unlabelled = load_data(args, settings)
     model, compiled = build_training_model(args, settings, len(train_set))
     optimizers = make_optimizers(model)

@@ -9,6 +9,7 @@ splits hold, the cluster counts against the Train split, and the unlabelled pool
 """
 import os
 
+from distributed import check_batch
 from features import load_norm_term
 from labels import feature_paths, read_labels, validation_split
 from main import check_cluster_count, unlabelled_files
@@ -19,6 +20,7 @@ from utils import TRAIN_SPLIT, UserError
 def check_sweep(s):
     """Raise the UserError the first failing run of sweep `s` (reproduce.Settings) would stop on."""
     check_folders(s)
+    check_batch(s.batch, s.processes)
     load_norm_term(s.norm_dir, s.emotions)
     val_split = validation_split(s.labels, s.val_split)
     stems = set()

@@ -37,8 +37,9 @@ class Children:
 
 
 def execute(cmd, log_path, env, lock_fd, children, note):
-    """Run one script; its stdout and stderr go to the log. (exit status, last stderr line)."""
-    last = ""
+    """Run one script; its stdout and stderr go to the log. (exit status, the script's last
+    'error: ' line, or else its last stderr line: under torchrun, its failure report follows)."""
+    last, error = "", ""
     with full_disk_reported(log_path), open(log_path, "a") as log:
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} reproduce.py ({note}, "
                   f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}): {shlex.join(cmd)}\n")
@@ -60,13 +61,15 @@ def execute(cmd, log_path, env, lock_fd, children, note):
                 log.flush()
                 if line.strip():
                     last = line.strip()
+                if line.startswith("error: "):
+                    error = last
             rc = proc.wait()
         finally:
             with children.lock:
                 children.procs.discard(proc)
     if rc < 0:
         last = f"killed by {signal.Signals(-rc).name}"
-    return rc, last or f"exit status {rc}"
+    return rc, error or last or f"exit status {rc}"
 
 
 def child_env(s):

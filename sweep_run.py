@@ -104,10 +104,14 @@ def trained_device(run):
     """Device and arithmetic of the last training, as main.py's log reports them ('cpu (bf16)')."""
     try:
         with open(os.path.join(run.folder, "main.log")) as f:
-            found = re.findall(r"^training .* on (\S+) \((bf16|fp32)\)\s*$", f.read(), re.M)
+            found = re.findall(r"^training .* on (?:(\d+) processes \(\w+, )?([\w:]+),? \(?(bf16|fp32)\b",
+                               f.read(), re.M)
     except OSError:
         return ""
-    return f"{found[-1][0]} ({found[-1][1]})" if found else ""
+    if not found:
+        return ""
+    processes, device, precision = found[-1]
+    return f"{device} ({precision}){f' x {processes} processes' if processes else ''}"
 
 
 def make_row(run, s):

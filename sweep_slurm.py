@@ -99,7 +99,7 @@ def log_tail(path, lines=ERROR_LINES):
             text = [line.rstrip() for line in f if line.strip()]
     except OSError:
         return [f"(no log at {path})"]
-    return text[-lines:]
+    return text[-lines:] or [f"(empty log: {path})"]
 
 
 def record_failure(run, record, split, commit):
@@ -152,7 +152,7 @@ def submit(s, todo, commit, ledger):
     """The runs as one SLURM job array; their records in the ledger."""
     o = s.slurm
     ex = make_executor(job_folder(s.out), o)
-    job_settings = replace(s, threads=o.cpus, slots=(o.device,))
+    job_settings = replace(s, slots=(o.device,))     # s.threads: the job's CPUs per process
     try:
         with ex.batch():
             submitted = [ex.submit(RunJob(run, job_settings, commit)) for run in todo]

@@ -60,6 +60,12 @@ def first_process():
     return os.environ.get("RANK", "0") == "0"
 
 
+def first_process_of_machine():
+    """Whether this is the first process of its machine under torchrun (LOCAL_RANK 0), or not
+    under torchrun: each machine's terminal gets the run's one-line errors."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 AGAIN = "Free space, then run the same command again."
 
 
@@ -77,7 +83,7 @@ def run_cli(main, disk_full=AGAIN):
         print(f"error: {err}. {advice}", file=sys.stderr)
         sys.exit(1)
     except UserError as err:
-        if first_process() or isinstance(err, ProcessError):
+        if first_process_of_machine() or isinstance(err, ProcessError):
             print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

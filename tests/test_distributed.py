@@ -249,8 +249,8 @@ def test_each_process_takes_a_contiguous_share_of_every_batch():
 
 def test_launch_settings_that_cannot_work_are_refused(monkeypatch):
     with pytest.raises(UserError, match=r"^-batch 1 is smaller than the 2 processes of this run"):
-        distributed.check_batch(1, TWO)
-    distributed.check_batch(2, TWO)
+        distributed.check_batch(1, TWO.world_size)
+    distributed.check_batch(2, TWO.world_size)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(UserError, match=r"^torchrun started 2 processes on this machine, which has 1 CUDA "

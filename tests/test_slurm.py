@@ -408,6 +408,7 @@ def seconds(run_time):
 
 # --- refused before anything is submitted ------------------------------------------------------------
 @pytest.mark.parametrize("extra, message", [
+    (["--slurm-gpus-per-run", "8"], "-batch 4 is smaller than the 8 processes of this run"),
     (["--slurm-extra", "account"], "--slurm-extra 'account': give KEY=VALUE"),
     (["--slurm-extra", "time=5"], "--slurm-extra time: set it with --slurm-time"),
     (["--slurm-extra", "chdir=/tmp"], "--slurm-extra chdir: reproduce.py sets this one itself"),
@@ -467,5 +468,23 @@ def test_several_gpus_per_run_train_under_torchrun(env, tmp_path):
         log = f.read()
     assert "OMP_NUM_THREADS=2): " + " ".join(train[:7]) in log
     assert "on 2 processes (gloo, cpu" in log
+    assert re.fullmatch(r"cpu \((bf16|fp32)\) x 2 processes", sweep_run.trained_device(run))
     assert read_checkpoint(run.path(""))["arch"]
     assert plan(run, TEST_SPLIT) == "done"
+
+
+def test_a_failed_script_is_recorded_by_its_error_line_not_a_launcher_report(tmp_path):
+    """torchrun prints its own failure report after the script's 'error: ' line; the run's
+    error is the script's line. A job whose log is empty says so."""
+    script = ("import sys; print('error: -nc 4 needs more turns', file=sys.stderr); "
+              "print('=' * 20, file=sys.stderr); print('ChildFailedError', file=sys.stderr); sys.exit(1)")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    rc, last = sweep_local.execute([sys.executable, "-c", script], str(tmp_path / "main.log"), env,
+                                   os.open(str(tmp_path), os.O_RDONLY), sweep_local.Children(), "train")
+    assert (rc, last) == (1, "error: -nc 4 needs more turns")
+    rc, last = sweep_local.execute([sys.executable, "-c", "import sys; print('x', file=sys.stderr); sys.exit(3)"],
+                                   str(tmp_path / "other.log"), env, os.open(str(tmp_path), os.O_RDONLY),
+                                   sweep_local.Children(), "train")
+    assert (rc, last) == (3, "x")
+    (tmp_path / "empty.log").write_text("")
+    assert sweep_slurm.log_tail(str(tmp_path / "empty.log")) == [f"(empty log: {tmp_path / 'empty.log'})"]
