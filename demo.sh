@@ -27,4 +27,5 @@ Done in $(( $(date +%s) - start )) s. Outputs:
   model:        ./demo_models/TempDeepEmoCluster_epoch4_batch32_10clusters_Act_Temp-Triplet.pth.tar
   training log: ./demo_models/TempDeepEmoCluster_epoch4_batch32_10clusters_Act_Temp-Triplet_{history.json,clusters.npy,NMI_ValLoss.png,TrainLoss.png}
   predictions:  ./pred_result.csv (files in ./demo_corpus/Predict)
+  chunk cache:  ./cache ($(du -sh cache | cut -f1); the chunks training and testing read, reused by later runs; delete it to free the space)
 MSG

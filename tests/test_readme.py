@@ -122,4 +122,44 @@ def test_the_demo_steps_run_in_a_clean_copy_and_leave_committed_files_untouched(
     changed = [rel for rel in files if not filecmp.cmp(os.path.join(ROOT, rel), clone / rel, shallow=False)]
     assert changed == []
     assert (clone / "pred_result.csv").is_file()
+    with open(os.path.join(ROOT, "demo.sh")) as f:
+        closing_list = f.read().split("Outputs:")[1]
+    made = sorted(set(os.listdir(clone)) - {rel.split("/")[0] for rel in files} - {"__pycache__"})
+    assert {"cache", "demo_corpus", "demo_models", "NormTerm_demo", "pred_result.csv"} <= set(made)
+    assert [n for n in made if f"./{n}" not in closing_list] == []
     assert any(n.endswith(".pth.tar") for n in os.listdir(clone / "demo_models"))
+
+
+WRITTEN_BY = {"--output": None, "--out": None, "--plot": None, "--embeddings": None, "--cache-dir": None,
+              "--dest": None, "--workdir": None, "--json": None, "--result-json": None,
+              "--model-dir": ("main.py",), "--norm-dir": ("norm_para.py",)}
+DEFAULT_WRITES = {"main.py": "trained_models", "norm_para.py": "NormTerm"}
+
+
+def written_paths(script, args):
+    """The paths a README command line writes into, by its flags and the script's defaults."""
+    paths, given = [], set()
+    for flag, value in zip(args, args[1:] + [""]):
+        flag = flag.split("=")[0]
+        if flag in WRITTEN_BY and (WRITTEN_BY[flag] is None or script in WRITTEN_BY[flag]):
+            paths.append(value)
+            given.add(flag)
+    if script in DEFAULT_WRITES and not given & {"--model-dir", "--norm-dir"}:
+        paths.append(DEFAULT_WRITES[script])
+    return paths
+
+
+def test_no_readme_command_writes_into_a_committed_folder():
+    committed_dirs = {rel.split("/")[0] for rel in tracked_files() if "/" in rel}
+    seen = 0
+    for block in bash_blocks(readme_text()):
+        for cmd in commands(block):
+            for line in expand(cmd):
+                script = python_script(line.split(";")[-1].strip().removeprefix("do ").strip())
+                if script is None:
+                    continue
+                for path in written_paths(os.path.basename(script[0]), script[1]):
+                    top = os.path.normpath(path).split(os.sep)[0]
+                    assert top not in committed_dirs, f"{line}: writes into the committed {top}/"
+                    seen += 1
+    assert seen >= 20
