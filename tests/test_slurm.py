@@ -350,7 +350,7 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
     assert resume_epoch(a) == resume_epoch(b) == 1
 
     code, printed = first.interrupt()
-    assert code == 130
+    assert code == 130, printed
     assert f"interrupted: 1 SLURM job(s) keep running ({job_b}); collect them with " \
            f"`{sys.executable} {ROOT}/reproduce.py --report {out}`" in printed
     assert "or run the same reproduce.py command again" in printed
