@@ -17,6 +17,7 @@ import numpy as np
 from sweep_run import ROOT, commands, plan, read_json
 from utils import DISK_FULL, KEPT, UserError, full_disk_reported, save_json
 
+SCRIPT_STOP_S = 10        # a script's time to end on SIGTERM before it is killed
 AFTER_FULL_DISK = ("Free space, then run the same command again: finished runs are kept, and "
                    "interrupted trainings resume after their last completed epoch.")
 
@@ -64,12 +65,27 @@ def execute(cmd, log_path, env, lock_fd, children, note):
                 if line.startswith("error: "):
                     error = last
             rc = proc.wait()
+        except BaseException:     # Ctrl-C, or submitit's exit after requeuing a SLURM job
+            end(proc)
+            raise
         finally:
             with children.lock:
                 children.procs.discard(proc)
     if rc < 0:
         last = f"killed by {signal.Signals(-rc).name}"
     return rc, error or last or f"exit status {rc}"
+
+
+def end(proc):
+    """Stop a script this process is leaving, and wait until it has: it holds the run's lock,
+    and a script left behind (an orphan SLURM no longer tracks) would keep a resumed job out."""
+    proc.terminate()
+    proc.send_signal(signal.SIGCONT)      # a stopped (suspended) script takes SIGTERM now
+    try:
+        proc.wait(timeout=SCRIPT_STOP_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def child_env(s):

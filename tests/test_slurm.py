@@ -12,6 +12,8 @@ SLURM_TESTS=required, under which a cluster that cannot start fails them instead
 """
 import csv
 import dataclasses
+import fcntl
+import glob
 import json
 import os
 import re
@@ -32,6 +34,7 @@ import sweep_run  # noqa: E402
 import sweep_slurm  # noqa: E402
 from model import read_checkpoint  # noqa: E402
 from sweep_run import Run, plan, trained_epochs  # noqa: E402
+from sweep_slurm import ledger_path  # noqa: E402
 from utils import TEST_SPLIT, UserError  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "tests", "slurm_cluster.sh")
@@ -350,7 +353,7 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
     assert resume_epoch(a) == resume_epoch(b) == 1
 
     code, printed = first.interrupt()
-    assert code == 130, printed
+    assert code == 130, printed + sweep_state(out)
     assert f"interrupted: 1 SLURM job(s) keep running ({job_b}); collect them with " \
            f"`{sys.executable} {ROOT}/reproduce.py --report {out}`" in printed
     assert "or run the same reproduce.py command again" in printed
@@ -365,8 +368,9 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
     wait_until("B requeued", lambda: job_field(job_b, "Reason") == "BeginTime")
     assert job_field(job_b, "Restarts") == "1"
     slurm("scontrol", "update", f"JobId={job_b}", "StartTime=now", "TimeLimit=10")
-    assert second.finish() == 0
+    code = second.finish()
     printed = "".join(second.lines)
+    assert code == 0, printed + sweep_state(out)
     assert re.search(r"2 run\(s\) in the grid: 0 already finished, (1 queued and 0|0 queued and 1) "
                      r"running on SLURM, 1 to submit", printed)
     assert "2 done, 0 queued, 0 running, 0 failed, 0 cancelled of 2 after" in printed
@@ -383,6 +387,18 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
     assert results(out)["Temp-Triplet_K4_U0_seed31"]["status"] == "ok"
     log_b = read(jobs[name_b]["log"])
     assert "Caught signal SIGUSR2" in log_b and f"Requeued job {job_b}" in log_b
+
+
+def sweep_state(out):
+    """The ledger and the tail of each run's main.log and SLURM log: what a failed assertion
+    shows of the sweep."""
+    parts = [f"\n--- {ledger_path(out)}\n{read(ledger_path(out))}"]
+    for folder in sorted(glob.glob(os.path.join(out, "runs", "*"))):
+        for name in ("main.log", "slurm.log"):
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                parts.append(f"--- {path} (last lines)\n" + "".join(read(path).splitlines(True)[-25:]))
+    return "\n".join(parts)
 
 
 def run_of(folder):
@@ -488,3 +504,39 @@ def test_a_failed_script_is_recorded_by_its_error_line_not_a_launcher_report(tmp
     assert (rc, last) == (3, "x")
     (tmp_path / "empty.log").write_text("")
     assert sweep_slurm.log_tail(str(tmp_path / "empty.log")) == [f"(empty log: {tmp_path / 'empty.log'})"]
+
+
+def test_a_job_leaving_for_a_requeue_ends_its_script_and_frees_the_run(tmp_path):
+    """After requeuing a job, submitit leaves it by sys.exit from its SIGUSR2 handler, wherever
+    the job was. The script the job is running (here a stopped one, as the test above pauses
+    main.py) ends with it, so that no orphan SLURM no longer tracks keeps the run's lock from
+    the requeued job."""
+    lock = str(tmp_path / ".lock")
+    lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    script = "import os, signal, time; os.kill(os.getpid(), signal.SIGSTOP); time.sleep(300)"
+    children = sweep_local.Children()
+
+    def requeue_when_stopped():
+        wait_until("the script stopped", lambda: children.procs and
+                   read(f"/proc/{next(iter(children.procs)).pid}/stat").split(") ")[1][0] == "T")
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    def leave(signum, frame):
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, leave)
+    helper = threading.Thread(target=requeue_when_stopped)
+    try:
+        helper.start()
+        with pytest.raises(SystemExit):
+            sweep_local.execute([sys.executable, "-c", script], str(tmp_path / "main.log"),
+                                dict(os.environ, OMP_NUM_THREADS="1"), lock_fd, children, "train")
+    finally:
+        helper.join()
+        signal.signal(signal.SIGUSR2, previous)
+    os.close(lock_fd)
+    again = os.open(lock, os.O_RDWR)
+    fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)      # BlockingIOError if the script lived on
+    os.close(again)
+    assert not children.procs
