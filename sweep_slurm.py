@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 
 import submitit
+from submitit.slurm.slurm import SlurmInfoWatcher
 
 from sweep_local import format_seconds, raise_interrupt
 from sweep_run import ROOT, plan, read_json
@@ -70,16 +71,19 @@ def job_folder(out):
     return os.path.join(out, FOLDER, "%j")
 
 
-def sacct_states(out, job_ids):
-    """{job id: SLURM state} for the jobs accounting knows, from one sacct call (submitit's)."""
-    jobs = [submitit.SlurmJob(folder=job_folder(out), job_id=j) for j in job_ids]
-    if jobs:
-        jobs[0].watcher.update()
+def sacct_states(job_ids):
+    """{job id: SLURM state} for the jobs accounting knows, from one sacct call (submitit's).
+    A watcher of its own each time: submitit's shared one stops asking about a job once it
+    takes it for ended, which a suspended job is not."""
+    watcher = SlurmInfoWatcher()
+    for job_id in job_ids:
+        watcher.register_job(job_id)
+    watcher.update()
     states = {}
-    for job in jobs:
-        state = job.watcher.get_state(job.job_id, mode="cache").split()[0]   # "CANCELLED by 0"
+    for job_id in job_ids:
+        state = watcher.get_state(job_id, mode="cache").split()[0]   # "CANCELLED by 0"
         if state != "UNKNOWN":
-            states[job.job_id] = state
+            states[job_id] = state
     return states
 
 
@@ -119,7 +123,7 @@ def refresh(ledger, runs, split, commit, ask_slurm=True):
     """Each run's status now (done, queued, running, failed, cancelled, or None: never
     submitted), the records updated from SLURM's accounting (or as last recorded)."""
     ids = [ledger.jobs[r.name]["job_id"] for r in runs if r.name in ledger.jobs]
-    states = sacct_states(ledger.out, ids) if ask_slurm else {}
+    states = sacct_states(ids) if ask_slurm else {}
     statuses = {}
     for run in runs:
         record = ledger.jobs.get(run.name)
