@@ -15,7 +15,8 @@ evaluation mode, averaged over the chunks (model.predict_turns); and the de-norm
 Outputs: "score" on the training corpus's scale (1–7 in MSP-Podcast) and "embedding", the
 256-d turn embedding.
 The model's facts (attribute, type, K, N, origin, feature settings, licence, citation)
-are in the file's metadata.
+are in the file's metadata. Beside them, mel_spectrogram.onnx computes "mel" from the 16 kHz
+waveform (onnx_waveform.py), so that the four files need ONNX Runtime alone.
 """
 import argparse
 import contextlib
@@ -33,7 +34,9 @@ from onnx import TensorProto, helper, numpy_helper
 import fetch_models
 from features import load_norm_term
 from model import EMBED_DIM, load_model
-from onnx_models import EMBEDDING, FEATURE_SETTINGS, FORMAT, INPUT, SCORE, feature_norm_digest
+from onnx_models import (EMBEDDING, FEATURE_SETTINGS, FORMAT, INPUT, SCORE, WAVEFORM_FILE,
+                         feature_norm_digest)
+from onnx_waveform import waveform_model
 from release_flags import add_model_selection, apply_release, attribute_checkpoints
 from utils import (CHUNKS_PER_TURN, CLIP_VALUE, FRAMES_PER_CHUNK, N_MELS,
                    SHORTEST_WHOLE_TURN, UserError, atomic_path, run_cli)
@@ -47,12 +50,14 @@ CITATION = ('W.-C. Lin and C. Busso, "Deep temporal clustering features for spee
 OWN_RUN_LICENCE = ("weights from a training run of this repository (the licence of its training data "
                    "applies); the architecture is W.-C. Lin and C. Busso's, whose code is under the MIT "
                    f"licence, https://github.com/{fetch_models.REPOSITORY}")
+FRONT_END_LICENCE = "MIT licence, as this repository's code (the graph holds no model weights)"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default=OUTPUT_DIR,
-                   help=f"folder the three .onnx files are written into (default {OUTPUT_DIR})")
+                   help="folder the three .onnx files and the waveform front end are written "
+                        f"into (default {OUTPUT_DIR})")
     defaults = add_model_selection(p, runtime=False)
     return apply_release(p.parse_args(argv), defaults)
 
@@ -268,6 +273,11 @@ def export_models(args, norm, picked):
             for emo, k, n, path, model in picked}
 
 
+def export_waveform_front_end():
+    """{mel_spectrogram.onnx: ModelProto}: the feature front end, the same for every model."""
+    return {WAVEFORM_FILE: waveform_model({"licence": FRONT_END_LICENCE, "citation": CITATION})}
+
+
 def write_models(folder, protos):
     """Each file written to a temporary name, then renamed into place."""
     for name, proto in protos.items():
@@ -282,10 +292,11 @@ def main(argv=None):
     args = parse_args(argv)
     norm, picked = load_models(args)
     prepare_output(args.output)
-    protos = export_models(args, norm, picked)
+    protos = {**export_models(args, norm, picked), **export_waveform_front_end()}
     write_models(args.output, protos)
     source = f"release {args.release}" if args.release else args.model_dir
-    print(f"{len(protos)} {args.model_type} model(s) of {source} exported to {args.output}:")
+    print(f"{len(picked)} {args.model_type} model(s) of {source} exported to {args.output}, with "
+          f"the waveform front end {WAVEFORM_FILE}:")
     for name in protos:
         print(f"  {name}")
     print(f"predict with: .venv/bin/python prediction_process.py --onnx {args.output} --input AUDIO_DIR")

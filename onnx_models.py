@@ -17,6 +17,11 @@ INPUT = "mel"
 SCORE = "score"
 EMBEDDING = "embedding"
 FORMAT = "temporal-deepemocluster-turn/1"
+# The waveform front end export_onnx.py writes beside them (onnx_waveform.py): "waveform" in,
+# "mel" out, so that the three files and it need ONNX Runtime alone.
+WAVEFORM = "waveform"
+WAVEFORM_FORMAT = "temporal-deepemocluster-mel/1"
+WAVEFORM_FILE = "mel_spectrogram.onnx"
 
 # The front end the graphs expect (features.mel_spectrogram), written into every file.
 FEATURE_SETTINGS = {
@@ -79,6 +84,8 @@ class OnnxModels:
         for name in files:
             session = open_session(os.path.join(folder, name), options)
             meta = session.get_modelmeta().custom_metadata_map
+            if meta.get("format") == WAVEFORM_FORMAT:
+                continue
             if meta.get("format") != FORMAT:
                 raise UserError(f"{os.path.join(folder, name)} was not written by export_onnx.py "
                                 f"(its metadata has no format {FORMAT!r})")
