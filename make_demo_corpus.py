@@ -30,13 +30,13 @@ import json
 import math
 import os
 import re
-import sys
 import time
 import wave
 
 import numpy as np
 
 from demo_speech import SAMPLE_RATE, draw_voice, synthesize_turn
+from utils import atomic_path, run_cli
 
 # --- Audio format ---------------------------------------------------------
 MIN_TURN_SECONDS = 2.75
@@ -171,26 +171,18 @@ def make_turn(seed, stream, speaker, turn):
 # Files
 # ---------------------------------------------------------------------------
 
-def temporary_name(path):
-    return f"{path}.{os.getpid()}.tmp"
-
-
 def write_wav(path, pcm):
     """16 kHz mono 16-bit PCM, written under a temporary name then moved into place."""
-    tmp = temporary_name(path)
-    with wave.open(tmp, "wb") as wav:
+    with atomic_path(path) as tmp, wave.open(tmp, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(SAMPLE_RATE)
         wav.writeframes(pcm.tobytes())
-    os.replace(tmp, path)
 
 
 def write_text(path, text):
-    tmp = temporary_name(path)
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
-    os.replace(tmp, path)
 
 
 def format_rating(value):
@@ -420,14 +412,16 @@ def main(argv=None):
         if kind == "labelled":
             rows.append(label_row(os.path.basename(path), split, speaker, labels))
 
-    label_path = os.path.join(out_dir, LABEL_DIR, RELEASES[args.release]["label_file"])
-    write_text(label_path, labels_csv_text(rows))
-    written.add(label_path)
+    # The marker before the labels: a run stopped between them (a full disk) leaves a folder
+    # the next run recognises as its own.
     marker = {"generator": "make_demo_corpus.py", "seed": args.seed, "counts": counts,
               "predict": args.predict, "unlabeled": args.unlabeled, "sample_rate": SAMPLE_RATE}
     if args.release != DEFAULT_RELEASE:   # the default's marker stays as it always was
         marker["release"] = args.release
     write_text(os.path.join(out_dir, MARKER_FILE), json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    label_path = os.path.join(out_dir, LABEL_DIR, RELEASES[args.release]["label_file"])
+    write_text(label_path, labels_csv_text(rows))
+    written.add(label_path)
     removed = prune_stale_files(out_dir, written)
     elapsed = time.perf_counter() - started
 
@@ -449,4 +443,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -27,6 +27,7 @@ from test_fetch_models import installed_files, release, server, url_path  # noqa
 import diskspace  # noqa: E402
 import feat_extract  # noqa: E402
 import fetch_models  # noqa: E402
+import make_demo_corpus  # noqa: E402
 import main as train_script  # noqa: E402
 import norm_para  # noqa: E402
 import online_testing  # noqa: E402
@@ -318,6 +319,27 @@ def test_normterm_is_replaced_whole_or_not_at_all(corpus, disk, tmp_path, capsys
     assert cli(norm_para, argv) == 1
     assert capsys.readouterr().err == full_disk_message(os.path.join(norm, "val_norm_means.mat"), AGAIN)
     assert snapshot(norm) == before          # every file the old one: no mix of old and new
+
+
+@pytest.mark.parametrize("target, skip", [("*.wav", 5), (make_demo_corpus.MARKER_FILE, 0),
+                                          (make_demo_corpus.LABEL_FILE, 0)])
+def test_a_demo_corpus_stopped_by_a_full_disk_is_written_whole_when_run_again(disk, tmp_path, monkeypatch,
+                                                                            target, skip, capsys):
+    """A WAV, the marker or the labels file meets the full disk: one line, no temporary file;
+    the same command then writes the corpus a run without a full disk writes."""
+    sizes = ["--train", "8", "--validation", "2", "--test", "2", "--predict", "1", "--unlabeled", "0"]
+    assert cli(make_demo_corpus, ["--out", tmp_path / "whole", *sizes]) == 0
+    full = disk(target, skip=skip)
+    argv = ["--out", tmp_path / "demo", *sizes]
+    capsys.readouterr()
+    assert cli(make_demo_corpus, argv) == 1
+    path, = full.hits
+    final = os.path.join(os.path.dirname(path), re.sub(r"^\.(.*)\.\w+\.tmp$", r"\1", os.path.basename(path)))
+    assert capsys.readouterr().err == full_disk_message(final, AGAIN)
+    assert not [n for n in snapshot(tmp_path / "demo") if n.endswith(".tmp")]
+    room_again(monkeypatch)
+    assert cli(make_demo_corpus, argv) == 0
+    assert snapshot(tmp_path / "demo") == snapshot(tmp_path / "whole")
 
 
 # --- prediction ------------------------------------------------------------------------------------------
