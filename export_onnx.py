@@ -34,7 +34,7 @@ from onnx import TensorProto, helper, numpy_helper
 import fetch_models
 from features import load_norm_term
 from model import EMBED_DIM, load_model
-from onnx_models import (EMBEDDING, FEATURE_SETTINGS, FORMAT, INPUT, SCORE, WAVEFORM_FILE,
+from onnx_models import (EMBEDDING, FEATURE_SETTINGS, FORMAT, INPUT, OPSET, SCORE, WAVEFORM_FILE,
                          feature_norm_digest)
 from onnx_waveform import waveform_model
 from release_flags import add_model_selection, apply_release, attribute_checkpoints
@@ -42,8 +42,6 @@ from utils import (CHUNKS_PER_TURN, CLIP_VALUE, FRAMES_PER_CHUNK, N_MELS,
                    SHORTEST_WHOLE_TURN, UserError, atomic_path, run_cli)
 
 OUTPUT_DIR = "./onnx"
-# The lowest opset the torch.export-based exporter writes (its operator library is opset 18).
-OPSET = 18
 ATTRIBUTE_NAMES = {"Act": "arousal", "Dom": "dominance", "Val": "valence"}
 CITATION = ('W.-C. Lin and C. Busso, "Deep temporal clustering features for speech emotion '
             'recognition", Speech Communication 157 (2024) 103027, doi:10.1016/j.specom.2023.103027')

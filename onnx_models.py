@@ -17,6 +17,10 @@ INPUT = "mel"
 SCORE = "score"
 EMBEDDING = "embedding"
 FORMAT = "temporal-deepemocluster-turn/1"
+# The lowest opset the torch.export-based exporter writes (its operator library is opset 18),
+# and the IR version it writes, for the waveform front end too.
+OPSET = 18
+IR_VERSION = 10
 # The waveform front end export_onnx.py writes beside them (onnx_waveform.py): "waveform" in,
 # "mel" out, so that the three files and it need ONNX Runtime alone.
 WAVEFORM = "waveform"

@@ -9,7 +9,8 @@ Inside, as features.mel_spectrogram computes it: the division by the peak absolu
 Hann window and the one-sided 512-point STFT in float64, as librosa computes it before it
 rounds to complex64; the power; the 128 Slaney mel filters, a constant.
 
-The padding is librosa's (≥ 0.10), which pads the head and the tail of the signal apart:
+The padding is librosa's (0.10 and 0.11, checked with 0.11.0; tests/test_onnx_waveform.py
+compares the two), which pads the head and the tail of the signal apart:
 where the length n is a multiple of 256 (and at least 512), the tail it pads has only 256
 samples, and the last padded sample is y[n − 255], where a reflection of the whole signal
 has y[n − 257]. Silent audio (a zero peak) gives NaN, which the turn graphs read as 0:
@@ -20,12 +21,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from features import mel_filterbank
-from onnx_models import FEATURE_SETTINGS, INPUT, WAVEFORM, WAVEFORM_FORMAT
+from onnx_models import FEATURE_SETTINGS, INPUT, IR_VERSION, OPSET, WAVEFORM, WAVEFORM_FORMAT
 from utils import HOP_LENGTH, N_FFT, N_MELS
 
-# The opset of the turn graphs (export_onnx.OPSET); STFT is an ONNX operator since opset 17.
-OPSET = 18
-IR_VERSION = 10
 CENTRE_PAD = N_FFT // 2      # samples of reflect padding before the first and after the last frame
 
 
@@ -37,13 +35,14 @@ def hann_window():
 
 def mel_nodes():
     """Nodes and constants from "waveform" (samples,) to "mel" (frames, 128)."""
+    assert N_FFT == 2 * HOP_LENGTH, "librosa's tail padding below is that of n_fft = 2 hops"
     c = numpy_helper.from_array
     consts = [c(np.array([CENTRE_PAD, CENTRE_PAD], np.int64), "centre_pads"),
               c(np.array([0], np.int64), "zero"), c(np.array([-1], np.int64), "last"),
               c(np.array([np.iinfo(np.int64).max], np.int64), "end"),
               c(np.array([HOP_LENGTH], np.int64), "hop"),
-              c(np.array([2 * HOP_LENGTH], np.int64), "two_hops"),
-              c(np.array([HOP_LENGTH - 1], np.int64), "tail_offset"),
+              c(np.array([N_FFT], np.int64), "n_fft_1d"),
+              c(np.array([CENTRE_PAD - 1], np.int64), "tail_offset"),
               c(np.array([0, 2], np.int64), "batch_and_channel_axes"),
               c(np.array(HOP_LENGTH, np.int64), "hop_length"),
               c(np.array(N_FFT, np.int64), "n_fft"),
@@ -58,11 +57,13 @@ def mel_nodes():
         n("Div", [WAVEFORM, "peak"], ["peak_normalised"]),
         n("Cast", ["peak_normalised"], ["samples_f64"], to=TensorProto.DOUBLE),
         n("Pad", ["samples_f64", "centre_pads"], ["reflected"], mode="reflect"),
-        # librosa's tail: for n = 256 q (q ≥ 2) the last padded sample is y[n − 255].
+        # librosa's tail: with n ≥ n_fft it pads the last n − (n // hop − 1)·hop samples on
+        # their own; for n a multiple of the hop (n_fft = 2 hops) they are one fewer than the
+        # padding, and the last padded sample is y[n − 255] (n − CENTRE_PAD + 1).
         n("Shape", [WAVEFORM], ["sample_count"]),
         n("Mod", ["sample_count", "hop"], ["remainder"]),
         n("Equal", ["remainder", "zero"], ["whole_hops"]),
-        n("GreaterOrEqual", ["sample_count", "two_hops"], ["two_parts"]),
+        n("GreaterOrEqual", ["sample_count", "n_fft_1d"], ["two_parts"]),
         n("And", ["whole_hops", "two_parts"], ["short_tail"]),
         n("Sub", ["sample_count", "tail_offset"], ["tail_index"]),
         n("Max", ["tail_index", "zero"], ["tail_index_or_zero"]),

@@ -65,7 +65,7 @@ def execute(cmd, log_path, env, lock_fd, children, note):
                 if line.startswith("error: "):
                     error = last
             rc = proc.wait()
-        except BaseException:     # Ctrl-C, or submitit's exit after requeuing a SLURM job
+        except BaseException:     # submitit's sys.exit after requeuing a SLURM job, a failed log write
             end(proc)
             raise
         finally:
@@ -84,8 +84,11 @@ def end(proc):
     try:
         proc.wait(timeout=SCRIPT_STOP_S)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        pass
+    finally:                              # its time is up, or another signal cut the wait short
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def child_env(s):

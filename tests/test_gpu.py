@@ -175,13 +175,13 @@ def demo(work):
 
     root = os.path.join(work, "c_demo")
     corpus = os.path.join(root, "demo_corpus")
-    if not os.path.isfile(os.path.join(corpus, make_demo_corpus.MARKER_FILE)):
+    labels = os.path.join(corpus, "Labels", make_demo_corpus.LABEL_FILE)
+    if not os.path.isfile(labels):       # written last: the corpus is whole
         make_demo_corpus.main(["--out", corpus, "--predict", "0", "--size",
                                os.environ.get("GPU_CHECK_DEMO_SIZE", "1")])
     feats = os.path.join(root, "Features")
     workers = str(max(1, min(8, (os.cpu_count() or 1))))
     run(["feat_extract.py", "--input", os.path.join(corpus, "Audios"), "--output", feats, "--workers", workers])
-    labels = os.path.join(corpus, "Labels", "labels_concensus.csv")
     norm = os.path.join(root, "NormTerm")
     run(["norm_para.py", "--labels", labels, "--features", feats, "--norm-dir", norm])
     return {"root": root, "features": feats, "labels": labels, "norm": norm}

@@ -155,7 +155,7 @@ def test_every_type_exports_and_equals_pytorch_fp32(temporal_type, released, tmp
     for emo, name, checkpoint in zip(EMOTIONS, names, checkpoints):
         proto = onnx.load(str(out / name))
         onnx.checker.check_model(proto, full_check=True)
-        assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [export_onnx.OPSET]
+        assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [onnx_models.OPSET]
         meta = {p.key: p.value for p in proto.metadata_props}
         assert (meta["attribute"], meta["temporal_type"], meta["clusters"], meta["unlabelled_turns"]) == (
             emo, temporal_type, str(release.clusters[emo]), str(release.unlabel[emo]))
@@ -349,14 +349,15 @@ def test_onnx_refuses_model_flags(tmp_path, capsys):
 
 
 # --- the README's deployment example -------------------------------------------------------------------
-def readme_example():
+def readme_examples():
+    """The Python examples of the README's section "Deploying with ONNX Runtime", in order."""
     text = open(os.path.join(ROOT, "README.md")).read()
     section = text.split("## Deploying with ONNX Runtime", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 def test_readme_example_predicts_a_wav_without_torch(recordings, shipped_onnx, torch_run):
-    code = readme_example()
+    code = readme_examples()[0]
     assert "import torch" not in code and "onnxruntime" in code
     code = re.sub(r'MODELS = ".*"', f'MODELS = "{shipped_onnx}"', code)
     code = re.sub(r'WAV = ".*"', f'WAV = "{recordings / "r2.wav"}"', code)

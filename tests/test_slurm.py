@@ -422,6 +422,22 @@ def seconds(run_time):
     return int(days or 0) * 86400 + sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
 
 
+def test_a_job_suspended_then_resumed_is_seen_running_again(cluster):
+    """Each look at the jobs asks SLURM afresh: submitit's shared watcher takes a SUSPENDED job
+    for ended and stops asking about it, so its cached state would stay SUSPENDED."""
+    job = slurm("sbatch", "--parsable", "--partition", "debug", "--cpus-per-task", "1",
+                "--output", "/dev/null", "--wrap", "sleep 300").strip()
+    try:
+        for action, state in ((None, "RUNNING"), ("suspend", "SUSPENDED"), ("resume", "RUNNING")):
+            if action:
+                slurm("scontrol", action, job)
+            wait_until(f"job {job} {state}", lambda: sweep_slurm.sacct_states([job]).get(job) == state,
+                       seconds=60)
+            assert sweep_slurm.status_of(state) == "running"
+    finally:
+        slurm("scancel", job)
+
+
 # --- refused before anything is submitted ------------------------------------------------------------
 @pytest.mark.parametrize("extra, message", [
     (["--slurm-gpus-per-run", "8"], "-batch 4 is smaller than the 8 processes of this run"),
@@ -515,12 +531,18 @@ def test_a_job_leaving_for_a_requeue_ends_its_script_and_frees_the_run(tmp_path)
     lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     script = "import os, signal, time; os.kill(os.getpid(), signal.SIGSTOP); time.sleep(300)"
-    children = sweep_local.Children()
+    children, seen, failed = sweep_local.Children(), [], []
 
     def requeue_when_stopped():
-        wait_until("the script stopped", lambda: children.procs and
-                   read(f"/proc/{next(iter(children.procs)).pid}/stat").split(") ")[1][0] == "T")
-        os.kill(os.getpid(), signal.SIGUSR2)
+        try:
+            wait_until("the script stopped", lambda: children.procs and
+                       read(f"/proc/{next(iter(children.procs)).pid}/stat").split(") ")[1][0] == "T",
+                       seconds=60)
+            seen.extend(children.procs)
+        except BaseException as err:
+            failed.append(err)
+        finally:
+            os.kill(os.getpid(), signal.SIGUSR2)     # the job leaves in any case: no hang
 
     def leave(signum, frame):
         raise SystemExit(-1)
@@ -535,6 +557,9 @@ def test_a_job_leaving_for_a_requeue_ends_its_script_and_frees_the_run(tmp_path)
     finally:
         helper.join()
         signal.signal(signal.SIGUSR2, previous)
+    assert not failed, failed
+    (script_proc,) = seen
+    assert script_proc.returncode == -signal.SIGTERM        # ended by SIGTERM (and SIGCONT), not killed
     os.close(lock_fd)
     again = os.open(lock, os.O_RDWR)
     fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)      # BlockingIOError if the script lived on
