@@ -9,8 +9,10 @@
 #   sudo tests/slurm_cluster.sh status
 #   sudo tests/slurm_cluster.sh stop      # stops what start started, by its recorded pids
 #
-# The folder is $SLURM_CLUSTER_DIR (default /tmp/temp-deepemocluster-slurm). One partition,
-# `debug`, holds the machine's cores; ports are free ones picked at start. Needs Debian's
+# The folder is $SLURM_CLUSTER_DIR (default /tmp/temp-deepemocluster-slurm). The partition
+# `debug` holds the machine's cores; a job of the partition `urgent` preempts its jobs (SLURM
+# sends them their --signal, then requeues them after 60 s of grace); ports are free ones
+# picked at start. Needs Debian's
 # packages slurm-wlm munge slurmdbd mariadb-server (apt-get install -y ...).
 set -euo pipefail
 
@@ -100,7 +102,11 @@ AccountingStorageHost=localhost
 AccountingStoragePort=$dbd_port
 JobAcctGatherType=jobacct_gather/linux
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+SlurmctldParameters=preempt_send_user_signal
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
+PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
     chmod 644 "$SLURM_CONF"
 }

@@ -1,12 +1,13 @@
 """reproduce.py --executor slurm against a real SLURM: a single-node cluster (munged, MariaDB,
 slurmdbd, slurmctld, slurmd) started for this file's tests by tests/slurm_cluster.sh, its `debug`
-partition holding this machine's cores. Each job asks for 1 CPU.
+partition holding this machine's cores (its `urgent` one preempts it). Each job asks for 1 CPU.
 
 Tested there: a grid through SLURM equals the same grid run locally; a second invocation
 submits nothing; a failed job is recorded with its log and error while the others go on; a job
 cancelled with scancel is reported and the next invocation submits only it; Ctrl-C leaves the
-jobs running; a job that reaches its time limit is requeued and resumes after its last
-completed epoch. Where the cluster cannot be started (not root, packages missing) these tests
+jobs running; a job that reaches its time limit, or that a job of a higher partition preempts,
+is requeued and resumes after its last completed epoch; a suspended job is seen running again
+once resumed. Where the cluster cannot be started (not root, packages missing) these tests
 are skipped, saying why; CI installs the packages (.ci/run) and runs them as root with
 SLURM_TESTS=required, under which a cluster that cannot start fails them instead.
 """
@@ -399,6 +400,41 @@ def sweep_state(out):
             if os.path.exists(path):
                 parts.append(f"--- {path} (last lines)\n" + "".join(read(path).splitlines(True)[-25:]))
     return "\n".join(parts)
+
+
+def test_a_preempted_job_is_requeued_and_resumes(cluster, env, background):
+    """A 2-epoch run on `debug`, paused (SIGSTOP on its main.py) once its first epoch is saved;
+    a job of the partition `urgent` that asks for every CPU of the node preempts it. SLURM sends
+    it its warning signal (preempt_send_user_signal), submitit's checkpoint requeues it (held 2
+    minutes, which the test skips), and it resumes after its completed epoch: the sweep waiting
+    for it ends with it done. 30-minute jobs, so that submitit tells a preemption from a time
+    limit (a signal within min(0.8 × limit, limit − 10 min) of the start is a preemption)."""
+    out = env["base"] / "preempted"
+    command = flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "-ep", "2", "--seeds", "33") + \
+        SLURM_FLAGS + ["--slurm-time", "30"]
+    folder = run_folder(out, "Temp-Triplet", 33, epochs=2)
+    sweep = background(command)
+    wait_until("the job", lambda: os.path.isfile(os.path.join(out, "slurm", "jobs.json")))
+    job = ledger(out)[os.path.basename(folder)]["job_id"]
+    wait_until("an epoch saved", lambda: resumable(folder))
+    os.kill(main_py_pid(folder), signal.SIGSTOP)
+    cpus = slurm("sinfo", "--noheader", "--Node", "--format", "%c").split()[0]
+    slurm("sbatch", "--parsable", "--partition", "urgent", "--cpus-per-task", cpus,
+          "--output", "/dev/null", "--wrap", "sleep 2")
+    wait_until("the job requeued", lambda: job_field(job, "Reason") == "BeginTime")
+    assert job_field(job, "Restarts") == "1"
+    slurm("scontrol", "update", f"JobId={job}", "StartTime=now")
+    code = sweep.finish()
+    printed = "".join(sweep.lines)
+    assert code == 0, printed + sweep_state(out)
+    assert "1 done, 0 queued, 0 running, 0 failed, 0 cancelled of 1 after" in printed
+    headers = main_headers(folder)
+    assert [h[0] for h in headers] == ["train", "resume"] and "--resume" in headers[1][2].split()
+    assert re.search(r"^resuming \S+ after epoch 1$", read(os.path.join(folder, "main.log")), re.M)
+    log = read(ledger(out)[os.path.basename(folder)]["log"])
+    assert "Caught signal SIGUSR2" in log and "this job is preempted" in log
+    assert f"Requeued job {job}" in log
+    assert results(out)["Temp-Triplet_K4_U0_seed33"]["status"] == "ok"
 
 
 def run_of(folder):
