@@ -236,8 +236,8 @@ def test_unreachable_server_gives_one_line_error(release, tmp_path, capsys, monk
     assert err.count("\n") == 1 and "Traceback" not in err
     # The offline route: a local copy at the release's commit, named in full, and the command.
     assert (f"; without network access to GitHub, install from a local copy of "
-            f"https://github.com/{fetch_models.REPOSITORY} at commit {COMMIT} (a clone checked out "
-            f"there, or its archive https://github.com/{fetch_models.REPOSITORY}/archive/{COMMIT}.zip "
+            f"{fetch_models.REPOSITORY_URL} at commit {COMMIT} (a clone checked out "
+            f"there, or its archive {fetch_models.REPOSITORY_URL}/archive/{COMMIT}.zip "
             f"unpacked): .venv/bin/python fetch_models.py fixture --dest {tmp_path} --from DIR\n") in err
     monkeypatch.chdir(tmp_path)
     code, err = cli_exit(["fixture", "-mt", "Temp-GRU", "--base-url", base, "--timeout", "5"], capsys)
@@ -303,7 +303,7 @@ def test_copy_at_another_commit_is_checked_whole_before_anything_is_installed(re
     assert not [line for line in out.splitlines() if line.startswith(("copied", "fetched"))]
     command = f".venv/bin/python fetch_models.py fixture -mt Temp-GRU --dest {dest} --from {clone}"
     assert err == (f"error: 2 of the 9 file(s) to install are missing or differ in {clone} (1 missing, "
-                   f"1 differ; listed above): fixture needs https://github.com/{fetch_models.REPOSITORY} "
+                   f"1 differ; listed above): fixture needs {fetch_models.REPOSITORY_URL} "
                    f"at commit {COMMIT}. Nothing was installed. It holds the Temp-GRU models of fixture "
                    f"complete; install them with: {command}\n")
 
@@ -355,9 +355,9 @@ def test_check_release(tmp_path, monkeypatch):
     # Both routes: the download, and --from a local copy at the commit named in full.
     assert str(err.value).endswith(
         "Fetch it with: .venv/bin/python fetch_models.py v1.8 -mt Temp-CNN; or, without network "
-        f"access to GitHub, install from a local copy of https://github.com/{fetch_models.REPOSITORY} "
+        f"access to GitHub, install from a local copy of {fetch_models.REPOSITORY_URL} "
         f"at commit {commit} (a clone checked out there, or its archive "
-        f"https://github.com/{fetch_models.REPOSITORY}/archive/{commit}.zip unpacked): "
+        f"{fetch_models.REPOSITORY_URL}/archive/{commit}.zip unpacked): "
         ".venv/bin/python fetch_models.py v1.8 -mt Temp-CNN --from DIR")
     ssl = RELEASES["v1.8-ssl"].commit
     with pytest.raises(UserError, match=r"Fetch it with: \.venv/bin/python fetch_models.py v1.8-ssl "

@@ -151,7 +151,7 @@ def test_a_release_not_fetched_says_how_to_fetch_it(tmp_path, monkeypatch, capsy
     commit = fetch_models.RELEASES["v1.8-ssl"].commit
     assert ("Fetch it with: .venv/bin/python fetch_models.py v1.8-ssl; or, without network access "
             "to GitHub, install from a local copy of "
-            f"https://github.com/{fetch_models.REPOSITORY} at commit {commit} ") in err
+            f"{fetch_models.REPOSITORY_URL} at commit {commit} ") in err
     assert err.endswith(": .venv/bin/python fetch_models.py v1.8-ssl --from DIR\n")
     with pytest.raises(SystemExit) as done:
         run_cli(lambda: online_testing.main(["--release", "v1.8", "-mt", "Temp-CNN", "-emo", "Dom"]))

@@ -42,6 +42,7 @@ SCRIPT = os.path.join(ROOT, "tests", "slurm_cluster.sh")
 DAEMONS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd", "sacct")
 PACKAGES = "slurm-wlm munge slurmdbd mariadb-server"
 WAIT_S = 300          # the longest any step here waits for SLURM before failing
+POLL_S = 0.2          # between two looks at what a step waits for
 REQUIRED = "SLURM_TESTS"   # =required (.ci/run sets it): a cluster that cannot start fails, never skips
 
 
@@ -101,10 +102,14 @@ def job_field(job_id, key):
 
 
 def wait_until(what, condition, seconds=WAIT_S):
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, f"waited {seconds} s for {what}"
-        time.sleep(0.2)
+    """Poll `condition` every POLL_S until it holds; a SLURM that never gets there fails the
+    test after `seconds` instead of hanging CI (a bound on the wait, not a speed check)."""
+    for _ in range(int(seconds / POLL_S)):
+        if condition():
+            return
+        time.sleep(POLL_S)
+    if not condition():
+        pytest.fail(f"{what}: not seen within {seconds} s")
 
 
 # --- sweeps ------------------------------------------------------------------------------------
