@@ -17,9 +17,9 @@ import weakref
 import numpy as np
 import torch
 
-from diskspace import require_room
-from features import chunk_turn, is_whole_turn_chunked, normalise_features, short_turn_warning
-from labels import feature_paths, read_labels
+from deepemocluster.disk_space import require_room
+from deepemocluster.features import chunk_turn, is_whole_turn_chunked, normalise_features, short_turn_warning
+from deepemocluster.labels import feature_paths, read_labels
 from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, ProcessError, UserError,
                    atomic_path, human_size, load_mat, progress)
 

@@ -16,7 +16,7 @@ Outputs: "score" on the training corpus's scale (1–7 in MSP-Podcast) and "embe
 256-d turn embedding.
 The model's facts (attribute, type, K, N, origin, feature settings, licence, citation)
 are in the file's metadata. Beside them, mel_spectrogram.onnx computes "mel" from the 16 kHz
-waveform (onnx_waveform.py), so that the four files need ONNX Runtime alone.
+waveform (deepemocluster/onnx_waveform.py), so that the four files need ONNX Runtime alone.
 """
 import argparse
 import contextlib
@@ -32,12 +32,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import fetch_models
-from features import load_norm_term
+from deepemocluster.features import load_norm_term
 from model import EMBED_DIM, load_model
-from onnx_models import (EMBEDDING, FEATURE_SETTINGS, FORMAT, INPUT, OPSET, SCORE, WAVEFORM_FILE,
+from deepemocluster.onnx_runner import (EMBEDDING, FEATURE_SETTINGS, FORMAT, INPUT, OPSET, SCORE, WAVEFORM_FILE,
                          feature_norm_digest)
-from onnx_waveform import waveform_model
-from release_flags import add_model_selection, apply_release, attribute_checkpoints
+from deepemocluster.onnx_waveform import waveform_model
+from deepemocluster.model_flags import add_model_selection, apply_release, attribute_checkpoints
 from utils import (CHUNKS_PER_TURN, CLIP_VALUE, FRAMES_PER_CHUNK, N_MELS,
                    SHORTEST_WHOLE_TURN, UserError, atomic_path, run_cli)
 

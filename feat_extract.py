@@ -12,7 +12,7 @@ import csv
 import os
 import time
 
-from features import extract_features, feature_pool, walk_audio
+from deepemocluster.features import extract_features, feature_pool, walk_audio
 from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, DiskFullError, UserError, atomic_path,
                    load_mat, progress, run_cli, save_mat)
 

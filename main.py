@@ -7,7 +7,7 @@ pseudo-labels → sentence-level uniform sampling → joint training (cross-
 entropy + CCC loss [+ triplet]) → NMI to the previous clustering →
 validation CCC loss → checkpoint when it improves.
 
-    torchrun --nproc_per_node N main.py …   # the same training over N processes (distributed.py)
+    torchrun --nproc_per_node N main.py …   # the same training over N processes (deepemocluster/deepemocluster/distributed.py)
 """
 import argparse
 import glob
@@ -18,17 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import distributed
+from deepemocluster import distributed
 from clustering import kmeans_on_gpu, nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
-from diskspace import check_training_room
-from distributed import gather_turns, mean_over_processes
-from features import load_norm_term
-from labels import validation_split
+from deepemocluster.disk_space import check_training_room
+from deepemocluster.distributed import gather_turns, mean_over_processes
+from deepemocluster.features import load_norm_term
+from deepemocluster.labels import validation_split
 from model import (ARCH, build_model, evaluate, evaluation_copy, released_state_dict, triplet_indices,
                    triplet_loss)
-from run_files import RUN_FILES, Run, plot_trends, resume_state, run_title, save_epoch_state
-from runtime import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends,
+from deepemocluster.training_files import RUN_FILES, Run, plot_trends, resume_state, run_title, save_epoch_state
+from deepemocluster.compute import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends,
                      seed_everything, use_channels_last, use_compile)
 from utils import (AGAIN, CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, at_least, ccc_loss,
                    progress, run_cli, save_torch, sentence_uniform_sample)

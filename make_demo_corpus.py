@@ -3,7 +3,7 @@
 The corpus lets the rest of the project (feature extraction, training, test,
 prediction) run end to end without the real MSP-Podcast data. Every turn is
 speech-like sound made from a glottal pulse train through formant resonators
-(demo_speech.py), and its emotional attributes (arousal, valence, dominance)
+(demo/speech.py), and its emotional attributes (arousal, valence, dominance)
 drive acoustic cues the way they do in real emotional speech, so the attributes
 can be learnt from mel spectrograms. Labels are means of simulated raters' 1-7
 ratings.
@@ -35,7 +35,7 @@ import wave
 
 import numpy as np
 
-from demo_speech import SAMPLE_RATE, draw_voice, synthesize_turn
+from demo.speech import SAMPLE_RATE, draw_voice, synthesize_turn
 from utils import atomic_path, run_cli
 
 # --- Audio format ---------------------------------------------------------

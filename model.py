@@ -392,7 +392,7 @@ def evaluate(model, chunks, device, bf16=False):
     """model(chunks) in evaluation mode, run in passes of turns_per_pass turns: the outputs
     equal one pass over all the turns (each turn is independent in evaluation mode). No turns
     (a process's empty share of a batch) give empty outputs."""
-    from runtime import autocast
+    from deepemocluster.compute import autocast
 
     step = max(1, turns_per_pass(model, device, len(chunks)))
     outs = []
@@ -406,7 +406,7 @@ def evaluate(model, chunks, device, bf16=False):
 def predict_batch(models, chunks, device, bf16=False, embeddings=False):
     """Each model's turn predictions (normalised scale) for one batch of chunked turns;
     with `embeddings`, (predictions, 256-d turn embeddings) per model."""
-    from runtime import autocast
+    from deepemocluster.compute import autocast
 
     out = []
     for model in models:

@@ -15,8 +15,8 @@ from contextlib import ExitStack
 import numpy as np
 
 from dataloader import load_features
-from features import norm_files
-from labels import feature_paths, read_labels
+from deepemocluster.features import norm_files
+from deepemocluster.labels import feature_paths, read_labels
 from utils import EMOTIONS, NORM_VAR, N_MELS, UserError, atomic_path, load_mat, progress, run_cli, write_mat
 
 # Data paths: edit these, or give them on the command line.

@@ -24,15 +24,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from features import (AUDIO_EXTENSIONS, chunk_turn, extract_features, feature_pool,
+from deepemocluster.features import (AUDIO_EXTENSIONS, chunk_turn, extract_features, feature_pool,
                       is_whole_turn_chunked, load_norm_term, normalise_features,
                       short_turn_warning, walk_audio)
 from model import EMBED_DIM, load_model, predict_batch, prepare_for_inference
-from release_flags import RELEASE_FLAGS, add_model_selection, apply_release, attribute_checkpoints
-from runtime import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
+from deepemocluster.model_flags import RELEASE_FLAGS, add_model_selection, apply_release, attribute_checkpoints
+from deepemocluster.compute import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
 from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, SHORTEST_TRAINING_TURN_SECONDS,
                    UserError, atomic_path, progress, run_cli, save_npy)
-from windows import CHUNK_SECONDS, audio_seconds, clip_windows, read_windows, window_features
+from deepemocluster.time_windows import CHUNK_SECONDS, audio_seconds, clip_windows, read_windows, window_features
 
 # Data paths: edit these, or give them on the command line.
 INPUT_DIR = "./demo_corpus/Predict"
@@ -121,7 +121,7 @@ def load_runner(args):
     """What predicts: the exported files of --onnx through ONNX Runtime, or the checkpoints
     the flags pick in PyTorch, with their NormTerm."""
     if args.onnx:
-        from onnx_models import OnnxModels
+        from deepemocluster.onnx_runner import OnnxModels
 
         return OnnxModels(args.onnx)
     device = pick_device(args.device)
@@ -156,7 +156,7 @@ class Turn(NamedTuple):
 
 
 class Clip(NamedTuple):
-    """Audio already in memory (predictor.py), predicted as a file of these samples would be."""
+    """Audio already in memory (deepemocluster/predictor.py), predicted as a file of these samples would be."""
     path: str                   # the name its rows get
     samples: np.ndarray         # mono float32
     rate: int
@@ -348,7 +348,7 @@ def write_embeddings(folder, result, windowed):
 
 def write_plots(folder, result, title, norm):
     """One PNG per file (its base name + .png) of the windows' scores over time; returns the count."""
-    from emotion_plot import label_band, plot_over_time
+    from deepemocluster.plots import label_band, plot_over_time
 
     by_file = {}
     for turn, row in zip(result.turns, result.rows):

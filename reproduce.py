@@ -19,7 +19,7 @@ sample std per cell in the layout of the published table, and paired tests over 
 seeds between the levels of every factor that varies), OUT/results.png.
 
 `--executor slurm` sends the runs to a SLURM cluster instead, one job per run submitted as one
-job array through submitit (sweep_slurm.py): the same command lines and files, job ids and
+job array through submitit (sweep/slurm.py): the same command lines and files, job ids and
 states in OUT/slurm/jobs.json, SLURM logs in OUT/slurm/ (each run's slurm.log). Run the same
 command again to submit only what is neither finished nor queued or running and wait for it;
 `--report OUT` shows the jobs' states and the results so far while they run.
@@ -34,12 +34,12 @@ import subprocess
 from dataclasses import asdict, dataclass, replace
 
 import main as train_script
-from preflight import check_sweep
-import sweep_slurm
-import sweep_slurm_job
-from sweep_local import AFTER_FULL_DISK, run_all
-from sweep_report import COLUMNS, write_report
-from sweep_run import ROOT, Run, make_row, plan
+from sweep.preflight import check_sweep
+from sweep import slurm as sweep_slurm
+from sweep import slurm_job as sweep_slurm_job
+from sweep.local import AFTER_FULL_DISK, run_all
+from sweep.report import COLUMNS, write_report
+from sweep.run import ROOT, Run, make_row, plan
 from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, UserError, at_least, atomic_path, run_cli)
 
 PRECISIONS = ("auto", "fp32", "bf16")

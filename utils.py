@@ -1,10 +1,10 @@
 """What every script shares: the method's constants, errors and the command-line
 runner, safe file writing, the CCC metric and loss, sentence-level uniform sampling,
 the progress bar and the shared flags.
-It imports no torch at import time, so the feature front end (features.py) runs without it.
+It imports no torch at import time, so the feature front end (deepemocluster/features.py) runs without it.
 
 Every number here is from docs/method.md and is defined once. The feature front end
-is in features.py, the labels file in labels.py, devices and precision in runtime.py.
+is in deepemocluster/features.py, the labels file in deepemocluster/labels.py, devices and precision in deepemocluster/compute.py.
 """
 import errno
 import json

@@ -11,10 +11,10 @@ import main as train_main
 import online_testing
 from bench import EMOTION
 from bench.epoch import StageClock, cluster_and_sample, epoch_result, limit_turns
-from features import chunk_starts, chunk_turn, extract_features, load_norm_term, normalise_features, pad_short_turn
-from labels import feature_paths, read_labels
+from deepemocluster.features import chunk_starts, chunk_turn, extract_features, load_norm_term, normalise_features, pad_short_turn
+from deepemocluster.labels import feature_paths, read_labels
 from model import build_model, load_model, triplet_indices, triplet_loss
-from runtime import Settings
+from deepemocluster.compute import Settings
 from utils import CHUNKS_PER_TURN, EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, ccc_loss, ccc_metric
 
 

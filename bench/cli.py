@@ -26,8 +26,8 @@ from bench.report import header_lines, row, table_lines, write_json
 from bench.scale import ESTIMATE_EPOCHS, epoch_child, scale_rows, scale_study
 from bench.training import bench_compile_time, bench_epochs, epoch_rows, profile_training_step
 from dataloader import LabelledTurns
-from labels import feature_paths, read_labels, validation_split
-from runtime import Settings, pick_device, use_bf16, use_channels_last, use_compile
+from deepemocluster.labels import feature_paths, read_labels, validation_split
+from deepemocluster.compute import Settings, pick_device, use_bf16, use_channels_last, use_compile
 from utils import CHUNKS_PER_TURN, TEMPORAL_TYPES, TRAIN_SPLIT, at_least
 
 # method §5: encoder cost per chunk, forward; a training step is about 3× the forward.

@@ -11,8 +11,8 @@ import numpy as np
 import make_demo_corpus
 import norm_para
 from bench.measure import log
-from features import load_norm_term
-from labels import feature_paths, read_labels, validation_split
+from deepemocluster.features import load_norm_term
+from deepemocluster.labels import feature_paths, read_labels, validation_split
 from utils import FEATURE_VAR, HOP_LENGTH, N_MELS, SAMPLE_RATE, TRAIN_SPLIT, atomic_path, save_mat
 
 # Synthetic turns last 2.75-11 s (method §2): frames of a centred STFT, hop 256 at 16 kHz.

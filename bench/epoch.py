@@ -6,7 +6,7 @@ import time
 
 import main as train_main
 from bench.measure import sync
-from runtime import Settings
+from deepemocluster.compute import Settings
 from utils import sentence_uniform_sample
 
 EPOCH_STAGES = ("chunk features", "k-means", "sampling", "training", "validation")

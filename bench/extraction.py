@@ -7,7 +7,7 @@ import feat_extract
 from bench import EMOTION
 from bench.measure import rate, timed
 from dataloader import LabelledTurns
-from features import walk_audio
+from deepemocluster.features import walk_audio
 
 
 def feature_folder(corpus, n_files):

@@ -15,11 +15,11 @@ from bench import EMOTION, SEED
 from bench.baseline import baseline_predict, baseline_test_ccc, model_pair
 from bench.machine import fast_backends, original_backends
 from bench.measure import rate, timed
-from features import load_norm_term, walk_audio
-from labels import read_labels
-from onnx_models import OnnxModels
+from deepemocluster.features import load_norm_term, walk_audio
+from deepemocluster.labels import read_labels
+from deepemocluster.onnx_runner import OnnxModels
 from model import ARCH, build_model, checkpoint_name, prepare_for_inference, released_state_dict
-from runtime import use_channels_last
+from deepemocluster.compute import use_channels_last
 from utils import EMOTIONS, save_torch
 
 

@@ -10,7 +10,7 @@ import torch
 import clustering
 from bench import ENTRY
 from bench.measure import log, rate, sync, timed
-from runtime import configure_backends, cpu_capability, cpu_flags, cpu_has_native_bf16
+from deepemocluster.compute import configure_backends, cpu_capability, cpu_flags, cpu_has_native_bf16
 
 
 # --- CPU instruction-set emulation ------------------------------------------------------

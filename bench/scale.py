@@ -18,10 +18,10 @@ from bench.measure import log
 from bench.memory import peak_rss
 from bench.report import row
 from dataloader import TURN_SHAPE, ChunkCache, LabelledTurns, batches
-from features import load_norm_term
-from labels import feature_paths, read_labels, validation_split
+from deepemocluster.features import load_norm_term
+from deepemocluster.labels import feature_paths, read_labels, validation_split
 from model import build_model
-from runtime import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last, use_compile
+from deepemocluster.compute import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last, use_compile
 from utils import CHUNKS_PER_TURN, N_MELS, TRAIN_SPLIT, atomic_path
 
 # method §2: MSP-Podcast v1.12, the size the estimate is for.

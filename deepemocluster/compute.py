@@ -16,7 +16,7 @@ class Settings:
     """How one training process runs, built once in main.train() and handed to every step:
     its device and precision, and its place in a distributed run (torchrun: `rank` of
     `world_size` processes, collectives over `backend`, long waits in `wait_group`; a plain run
-    is rank 0 of 1, backend None; distributed.py)."""
+    is rank 0 of 1, backend None; deepemocluster/distributed.py)."""
 
     device: torch.device
     precision: str = "fp32"

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from runtime import Settings, pick_device, single_process, use_bf16
+from deepemocluster.compute import Settings, pick_device, single_process, use_bf16
 from utils import ProcessError, UserError
 
 BACKENDS = ("auto", "nccl", "gloo")

@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from features import mel_filterbank
-from onnx_models import FEATURE_SETTINGS, INPUT, IR_VERSION, OPSET, WAVEFORM, WAVEFORM_FORMAT
+from deepemocluster.features import mel_filterbank
+from deepemocluster.onnx_runner import FEATURE_SETTINGS, INPUT, IR_VERSION, OPSET, WAVEFORM, WAVEFORM_FORMAT
 from utils import HOP_LENGTH, N_FFT, N_MELS
 
 CENTRE_PAD = N_FFT // 2      # samples of reflect padding before the first and after the last frame

@@ -1,6 +1,6 @@
 """Emotion predictions from Python code, with the numbers prediction_process.py writes.
 
-    from predictor import Predictor
+    from deepemocluster.predictor import Predictor
     predictor = Predictor(release="v1.8-ssl")                 # the three attribute models, once
     table = predictor.predict("speech.wav")                   # a DataFrame with the CSV's columns
     table = predictor.predict(["a.wav", "b.flac"])            # one row per file, in this order
@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 import prediction_process
-from features import walk_audio
+from deepemocluster.features import walk_audio
 from utils import EMOTIONS, UserError
 
 # keyword argument → prediction_process.py flag

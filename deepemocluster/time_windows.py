@@ -8,7 +8,7 @@ mono, resampled to 16 kHz, peak-normalised over the window, mel spectrogram (met
 import numpy as np
 import soundfile as sf
 
-from features import mel_spectrogram
+from deepemocluster.features import mel_spectrogram
 from utils import FRAMES_PER_CHUNK, HOP_LENGTH, SAMPLE_RATE
 
 # One chunk of 62 frames of 256 samples at 16 kHz: the shortest window that fills a chunk.

@@ -3,7 +3,7 @@
 
     python images/make_long_recording.py [--out demo_corpus/Long] [--minutes 2]
 
-One synthetic speaker (make_demo_corpus.py's speaker, demo_speech.py's voice) talks for
+One synthetic speaker (make_demo_corpus.py's speaker, demo/speech.py's voice) talks for
 --minutes in turns of 4-6 s separated by short pauses; arousal and dominance rise and fall
 once over the recording, valence drifts the other way. Writes `long_recording.wav` and
 `long_recording_truth.csv` (each turn's start, end and the three attributes on the 1-7
@@ -19,7 +19,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import demo_speech as speech  # noqa: E402
+from demo import speech as speech  # noqa: E402
 import make_demo_corpus as demo  # noqa: E402
 from utils import atomic_path, run_cli  # noqa: E402
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 
-from sweep_run import ROOT, commands, plan, read_json
+from sweep.run import ROOT, commands, plan, read_json
 from utils import DISK_FULL, KEPT, UserError, full_disk_reported, save_json
 
 SCRIPT_STOP_S = 10        # a script's time to end on SIGTERM before it is killed

@@ -2,7 +2,7 @@
 it still needs (train, resume, test or nothing), the main.py and online_testing.py command
 lines that do it, and its results.csv row read back from the folder.
 
-Nothing here starts a process: an executor (sweep_local.py) runs the command lines.
+Nothing here starts a process: an executor (sweep/local.py) runs the command lines.
 """
 import json
 import os
@@ -11,9 +11,9 @@ import sys
 from dataclasses import dataclass
 
 from model import checkpoint_name
-from run_files import saved_epoch
+from deepemocluster.training_files import saved_epoch
 
-ROOT = os.path.dirname(os.path.abspath(__file__))   # the scripts' folder: commands run from here
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the scripts' folder: commands run from here
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def plan(run, split):
 
 def training_launcher(processes):
     """How main.py starts: plain, or under torchrun over `processes` processes of this machine
-    (one per GPU; main.py takes GPU LOCAL_RANK and the global-batch semantics of distributed.py)."""
+    (one per GPU; main.py takes GPU LOCAL_RANK and the global-batch semantics of deepemocluster/distributed.py)."""
     if processes == 1:
         return [sys.executable]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",

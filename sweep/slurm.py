@@ -1,7 +1,7 @@
 """The SLURM executor of a reproduce.py sweep, through submitit.
 
 Every run that is neither finished nor queued or running on SLURM becomes one SLURM job, all
-of them submitted together as one job array; each job (sweep_slurm_job.py) runs the local
+of them submitted together as one job array; each job (sweep/slurm_job.py) runs the local
 executor's one-run code (sweep_local.run_one: the same main.py and online_testing.py command
 lines, logs and run.json) on its own CPUs or GPU. OUT/slurm/jobs.json records each run's job id, SLURM state, log and, for
 a failed job, the last lines of its error; OUT/slurm/<job id>/ holds submitit's files and the
@@ -21,9 +21,9 @@ from dataclasses import replace
 import submitit
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from sweep_local import format_seconds, raise_interrupt
-from sweep_run import ROOT, plan, read_json
-from sweep_slurm_job import RunJob, check_accounting, make_executor
+from sweep.local import format_seconds, raise_interrupt
+from sweep.run import ROOT, plan, read_json
+from sweep.slurm_job import RunJob, check_accounting, make_executor
 from utils import UserError, save_json
 
 FOLDER = "slurm"              # OUT/slurm: the ledger, and one folder per job (submitit's %j)

@@ -1,6 +1,6 @@
 """One run of a reproduce.py sweep as a SLURM job: what the job asks for (the --slurm-* flags
 as submitit's executor parameters) and what it runs (RunJob: the local executor's run_one, on
-the job's CPUs or GPU). sweep_slurm.py submits these jobs and follows them.
+the job's CPUs or GPU). sweep/slurm.py submits these jobs and follows them.
 """
 import re
 import signal
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import submitit
 
-from sweep_local import Children, run_one
-from sweep_run import ROOT, plan
+from sweep.local import Children, run_one
+from sweep.run import ROOT, plan
 from utils import UserError
 
 JOB_NAME = "reproduce"
@@ -82,7 +82,7 @@ def check_accounting():
                               timeout=60)
     except (OSError, subprocess.SubprocessError) as err:
         raise UserError(f"--executor slurm: cannot run SLURM's sacct ({err}); run on a SLURM "
-                        "login node (tests/slurm_cluster.sh starts a one-machine cluster)")
+                        "login node (tests/support/slurm_cluster.sh starts a one-machine cluster)")
     if done.returncode != 0:
         raise UserError(f"--executor slurm: SLURM's accounting does not answer (sacct: "
                         f"{done.stderr.strip()}); submitit needs it to see the jobs' states")
@@ -102,7 +102,7 @@ def make_executor(folder, o):
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm",
                                    slurm_max_num_timeout=MAX_REQUEUES)
     except RuntimeError as err:
-        raise UserError(f"--executor slurm: {err} (tests/slurm_cluster.sh starts a one-machine "
+        raise UserError(f"--executor slurm: {err} (tests/support/slurm_cluster.sh starts a one-machine "
                         "cluster to try it)")
     ex.update_parameters(name=JOB_NAME, nodes=1, tasks_per_node=1, timeout_min=o.minutes,
                          cpus_per_task=o.cpus, gpus_per_node=o.gpus or None, mem_gb=o.mem_gb,

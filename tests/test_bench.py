@@ -19,8 +19,8 @@ from bench.scale import V112_DEVELOPMENT, V112_TRAIN, cache_turn_bytes, dev_turn
 from bench.training import bench_epochs, epoch_rows
 from conftest import ROOT
 from dataloader import LabelledTurns
-from labels import feature_paths, read_labels, validation_split
-from runtime import cpu_capability, cpu_flags
+from deepemocluster.labels import feature_paths, read_labels, validation_split
+from deepemocluster.compute import cpu_capability, cpu_flags
 from utils import EMOTIONS, FEATURE_VAR, N_MELS, load_mat
 
 

@@ -90,7 +90,7 @@ def test_training_passes_its_device_to_kmeans(monkeypatch):
     import torch
 
     import main as train_main
-    from runtime import Settings
+    from deepemocluster.compute import Settings
 
     calls = []
     monkeypatch.setattr(train_main, "kmeans_on_gpu", lambda device: (device.type == "cuda", 3))

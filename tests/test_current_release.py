@@ -24,7 +24,7 @@ import make_demo_corpus
 import norm_para
 import online_testing
 import prediction_process
-from features import load_norm_term
+from deepemocluster.features import load_norm_term
 from utils import EMOTIONS, LABEL_COLUMN, run_cli
 
 # A corpus small enough for a few seconds per script on 2 cores.

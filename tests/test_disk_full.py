@@ -1,7 +1,7 @@
 """A full disk and a labels file that cannot be right (issue 23): said in one line, exit 1,
 nothing half-written left, the previous files byte-identical, and the work continues after.
 
-A full disk is simulated by tests/full_disk.py (the OS's ENOSPC from Python's file write,
+A full disk is simulated by tests/support/full_disk.py (the OS's ENOSPC from Python's file write,
 so torch.save meets it as it would, and reports it as a RuntimeError), at every kind of file
 the project writes; once on a real tmpfs where the tests run as root. Scripts run as their
 `__main__` does: main(argv) under run_cli with the script's own advice; the sweep's scripts
@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from full_disk import FullDisk, room_again
+from support.full_disk import FullDisk, room_again
 from test_errors import (BATCH, K, assert_same_training, corpus, leftovers, models,  # noqa: F401
                          predict_argv, read_rows, run_files, save_models, tone, train_argv,
                          write_labels, write_wav)
 from test_fetch_models import installed_files, release, server, url_path  # noqa: F401
 
-import diskspace  # noqa: E402
+from deepemocluster import disk_space  # noqa: E402
 import feat_extract  # noqa: E402
 import fetch_models  # noqa: E402
 import make_demo_corpus  # noqa: E402
@@ -35,7 +35,7 @@ import prediction_process  # noqa: E402
 import reproduce  # noqa: E402
 import utils  # noqa: E402
 from dataloader import cache_bytes  # noqa: E402
-from labels import read_labels  # noqa: E402
+from deepemocluster.labels import read_labels  # noqa: E402
 from model import build_model  # noqa: E402
 from utils import AGAIN, DiskFullError, UserError, human_size, run_cli  # noqa: E402
 
@@ -237,9 +237,9 @@ def test_training_that_cannot_fit_stops_before_the_first_epoch(corpus, tmp_path,
     assert cli(train_script, train_argv(corpus, model_dir, epochs=2)) == 1
     model = build_model("Temp-Triplet", K)
     model.remove_cluster_head()
-    ckpt, resume, clusters = diskspace.training_bytes(model, 4, 2)
+    ckpt, resume, clusters = disk_space.training_bytes(model, 4, 2)
     assert clusters == 128 + 2 * 4 * 11 * 4
-    needed = ckpt + 2 * resume + clusters + diskspace.SMALL_FILES_BYTES
+    needed = ckpt + 2 * resume + clusters + disk_space.SMALL_FILES_BYTES
     out, err = capsys.readouterr()
     assert err == (f"error: training needs {human_size(needed)} in {model_dir}, but 5.0 MB is free "
                    f"there. It keeps a checkpoint ({human_size(ckpt)}), a resume state "
@@ -253,7 +253,7 @@ def test_the_training_room_is_what_the_files_take(tmp_path, monkeypatch):
     their size, at most 5 % more; a resumed run counts its own files as room."""
     model = build_model("Temp-Triplet", K)
     model.remove_cluster_head()
-    ckpt, resume, clusters = diskspace.training_bytes(model, 4, 2)
+    ckpt, resume, clusters = disk_space.training_bytes(model, 4, 2)
     # The files a 2-epoch run of this model writes (the Adam state of a trained model).
     real = build_model("Temp-Triplet", K)
     real.remove_cluster_head()
@@ -274,16 +274,16 @@ def test_the_training_room_is_what_the_files_take(tmp_path, monkeypatch):
     for key, estimate in (("checkpoint", ckpt), ("resume", resume), ("clusters", clusters)):
         size = os.path.getsize(run[key])
         assert size <= estimate <= 1.05 * size, key
-    needed = ckpt + 2 * resume + clusters + diskspace.SMALL_FILES_BYTES
+    needed = ckpt + 2 * resume + clusters + disk_space.SMALL_FILES_BYTES
     folder = str(tmp_path)
     monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed)
-    diskspace.check_training_room(folder, [], model, 4, 2)
+    disk_space.check_training_room(folder, [], model, 4, 2)
     monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed - 1)
     with pytest.raises(UserError, match="training needs"):
-        diskspace.check_training_room(folder, [], model, 4, 2)
+        disk_space.check_training_room(folder, [], model, 4, 2)
     existing = sum(os.path.getsize(p) for p in run.values())
     monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed - existing)
-    diskspace.check_training_room(folder, list(run.values()), model, 4, 2)
+    disk_space.check_training_room(folder, list(run.values()), model, 4, 2)
 
 
 # --- features, NormTerm --------------------------------------------------------------------------------
@@ -530,7 +530,7 @@ def test_a_turn_listed_twice_in_a_split_is_refused_with_the_count_and_names(tmp_
     rows = [(f"t{i}.wav", "Train") for i in range(9)] + [("v.wav", "Validation")]
     rows += [("t1.wav", "Train"), ("t1", "Train"), ("sub/t2.wav", "Train")]   # .wav, folder dropped
     rows += [(f"t{i}.wav", "Train") for i in range(3, 8)]
-    path = labels_file(tmp_path / "labels.csv", rows)
+    path = labels_file(tmp_path / "deepemocluster.labels.csv", rows)
     with pytest.raises(UserError) as err:
         read_labels(path, "Train", ("Val",))
     assert str(err.value) == (

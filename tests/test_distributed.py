@@ -21,16 +21,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-import distributed
-import distributed_driver as driver
+from deepemocluster import distributed
+from support import distributed_driver as driver
 import main as train_main
 from conftest import ROOT
 from model import build_model, load_model, read_checkpoint, released_state_dict
-from runtime import Settings
+from deepemocluster.compute import Settings
 from utils import UserError
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-DRIVER = os.path.join(ROOT, "tests", "distributed_driver.py")
+DRIVER = os.path.join(ROOT, "tests", "support", "distributed_driver.py")
 # glibc: no fresh mmap (and page faults) for every large float64 buffer of the step runs
 ENV = dict(os.environ, MALLOC_MMAP_MAX_="0", OMP_NUM_THREADS="1")
 TIMEOUT = 900
@@ -103,7 +103,7 @@ def small_corpus(tiny_corpus, tmp_path_factory):
     with open(tiny_corpus["labels"]) as f:
         head, *rows = f.read().splitlines()
     split = {s: [r for r in rows if r.endswith("," + s)] for s in ("Train", "Validation")}
-    path = tmp_path_factory.mktemp("small") / "labels.csv"
+    path = tmp_path_factory.mktemp("small") / "deepemocluster.labels.csv"
     path.write_text("\n".join([head] + split["Train"][:TRAIN_TURNS] + split["Validation"][:VAL_TURNS]) + "\n")
     return dict(tiny_corpus, labels=str(path))
 

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 import main as train_main
-import runtime
+from deepemocluster import compute
 from dataloader import LabelledTurns
-from features import load_norm_term
+from deepemocluster.features import load_norm_term
 from model import build_model, evaluation_copy, on_fast_path
-from runtime import Settings
+from deepemocluster.compute import Settings
 from utils import CHUNKS_PER_TURN, ccc_loss
 
 
@@ -147,18 +147,18 @@ def test_a_failing_compilation_falls_back_to_eager_with_a_warning():
 def test_when_auto_compiles(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(runtime, "cxx_compiler", lambda: "/usr/bin/c++")
-    fp32, bf16 = runtime.COMPILE_MIN_BATCHES["fp32"], runtime.COMPILE_MIN_BATCHES["bf16"]
+    fp32, bf16 = compute.COMPILE_MIN_BATCHES["fp32"], compute.COMPILE_MIN_BATCHES["bf16"]
     assert fp32 < bf16                                              # an fp32 step gains more
-    assert runtime.use_compile("auto", cpu, "auto", fp32)
-    assert not runtime.use_compile("auto", cpu, "auto", fp32 - 1)    # too short to pay for compiling
-    assert runtime.use_compile("auto", cpu, "auto", bf16, bf16=True)
-    assert not runtime.use_compile("auto", cpu, "auto", bf16 - 1, bf16=True)
-    assert runtime.use_compile("auto", cpu, "bf16", bf16, bf16=True)
-    assert not runtime.use_compile("auto", cpu, "fp32", 10 * bf16)   # the original numerics exactly
-    assert not runtime.use_compile("auto", cuda, "auto", 10 * bf16)
-    assert runtime.use_compile("on", cpu, "fp32", 1) and not runtime.use_compile("off", cpu, "auto", 10 * bf16)
+    assert compute.use_compile("auto", cpu, "auto", fp32)
+    assert not compute.use_compile("auto", cpu, "auto", fp32 - 1)    # too short to pay for compiling
+    assert compute.use_compile("auto", cpu, "auto", bf16, bf16=True)
+    assert not compute.use_compile("auto", cpu, "auto", bf16 - 1, bf16=True)
+    assert compute.use_compile("auto", cpu, "bf16", bf16, bf16=True)
+    assert not compute.use_compile("auto", cpu, "fp32", 10 * bf16)   # the original numerics exactly
+    assert not compute.use_compile("auto", cuda, "auto", 10 * bf16)
+    assert compute.use_compile("on", cpu, "fp32", 1) and not compute.use_compile("off", cpu, "auto", 10 * bf16)
     monkeypatch.setattr(runtime, "cxx_compiler", lambda: None)
-    assert not runtime.use_compile("auto", cpu, "auto", 10 * bf16)
+    assert not compute.use_compile("auto", cpu, "auto", 10 * bf16)
 
 
 def test_evaluation_in_passes_equals_one_pass():
@@ -186,4 +186,4 @@ def test_freed_memory_is_reused_on_glibc():
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc: reuse_freed_memory does nothing here, by design")
-    assert runtime.reuse_freed_memory() is True
+    assert compute.reuse_freed_memory() is True

@@ -68,7 +68,7 @@ def run(cmd, timeout=1800):
 
 # --- (a) --------------------------------------------------------------------------------
 def test_configure_backends_turns_tf32_off_for_fp32():
-    from runtime import configure_backends
+    from deepemocluster.compute import configure_backends
 
     if DRY_RUN:
         pytest.skip("dry run: configure_backends only acts on CUDA")

@@ -10,7 +10,7 @@ import soundfile as sf
 import feat_extract
 import main as train_main
 import prediction_process
-import run_files
+from deepemocluster import training_files
 from conftest import ROOT, SR, tone_turn
 from model import ARCH, build_model, checkpoint_name, released_state_dict
 from test_errors import cli, run_script
@@ -81,7 +81,7 @@ def plotted(monkeypatch, history, title="Temp-CNN, Val, K = 4, 3 epochs, batch 4
     figures = []
     monkeypatch.setattr(run_files, "save_figure", lambda fig, path: figures.append((fig, path)))
     run = type("Run", (), {"nmi_val_plot": "a.png", "train_plot": "b.png"})()
-    run_files.plot_trends(history, run, title)
+    training_files.plot_trends(history, run, title)
     return figures
 
 

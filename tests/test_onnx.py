@@ -19,9 +19,9 @@ from conftest import ROOT
 
 import export_onnx  # noqa: E402
 import fetch_models  # noqa: E402
-import onnx_models  # noqa: E402
+from deepemocluster import onnx_runner  # noqa: E402
 import prediction_process  # noqa: E402
-from features import load_norm_term  # noqa: E402
+from deepemocluster.features import load_norm_term  # noqa: E402
 from model import ARCH, build_model, load_model, prepare_for_inference, released_state_dict  # noqa: E402
 from test_prediction_windows import voice, write_audio  # noqa: E402
 from utils import EMOTIONS, NORM_VAR, TEMPORAL_TYPES, run_cli, save_mat, save_torch  # noqa: E402
@@ -125,11 +125,11 @@ def shipped_onnx(tmp_path_factory):
 
 def models_in(folder):
     """The attribute files export_onnx.py wrote into `folder` (the waveform front end aside)."""
-    return sorted(f for f in os.listdir(folder) if f != onnx_models.WAVEFORM_FILE)
+    return sorted(f for f in os.listdir(folder) if f != onnx_runner.WAVEFORM_FILE)
 
 
 def onnx_predictions(folder, feats):
-    return onnx_models.OnnxModels(str(folder), threads=1).predict(feats, embeddings=True)
+    return onnx_runner.OnnxModels(str(folder), threads=1).predict(feats, embeddings=True)
 
 
 def assert_equal_predictions(got, expected):
@@ -149,13 +149,13 @@ def test_every_type_exports_and_equals_pytorch_fp32(temporal_type, released, tmp
     assert export_onnx.main(["--release", release.name, "-mt", temporal_type, "--output", str(out)]) == 0
     checkpoints = [os.path.basename(release.model_path(emo, temporal_type)) for emo in EMOTIONS]
     names = [c.removesuffix(".pth.tar") + ".onnx" for c in checkpoints]
-    assert sorted(os.listdir(out)) == sorted(names + [onnx_models.WAVEFORM_FILE])
+    assert sorted(os.listdir(out)) == sorted(names + [onnx_runner.WAVEFORM_FILE])
     assert names[0].endswith(f"_Act_{temporal_type}" + ("_unlabel100000.onnx" if release.name == "v1.8-ssl"
                                                           else ".onnx"))
     for emo, name, checkpoint in zip(EMOTIONS, names, checkpoints):
         proto = onnx.load(str(out / name))
         onnx.checker.check_model(proto, full_check=True)
-        assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [onnx_models.OPSET]
+        assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [onnx_runner.OPSET]
         meta = {p.key: p.value for p in proto.metadata_props}
         assert (meta["attribute"], meta["temporal_type"], meta["clusters"], meta["unlabelled_turns"]) == (
             emo, temporal_type, str(release.clusters[emo]), str(release.unlabel[emo]))
@@ -165,7 +165,7 @@ def test_every_type_exports_and_equals_pytorch_fp32(temporal_type, released, tmp
         assert meta["checkpoint"] == checkpoint
         with open(released / release.name / release.model_path(emo, temporal_type), "rb") as f:
             assert meta["checkpoint_sha256"] == hashlib.sha256(f.read()).hexdigest()
-        assert {k: meta[k] for k in onnx_models.FEATURE_SETTINGS} == onnx_models.FEATURE_SETTINGS
+        assert {k: meta[k] for k in onnx_runner.FEATURE_SETTINGS} == onnx_runner.FEATURE_SETTINGS
         assert "128 Slaney-scale bands" in meta["mel_filters"] and "no log" in meta["mel_values"]
     base = released / release.name
     reference = pytorch_fp32(str(base / "trained_models"), str(base / "NormTerm"), temporal_type,
@@ -177,7 +177,7 @@ def test_every_type_exports_and_equals_pytorch_fp32(temporal_type, released, tmp
 def test_shipped_models_equal_pytorch_fp32_and_name_their_training_run(shipped_onnx):
     names = models_in(shipped_onnx)
     assert names == [f"TempDeepEmoCluster_epoch30_batch64_10clusters_{e}_Temp-Triplet.onnx" for e in EMOTIONS]
-    assert sorted(os.listdir(shipped_onnx)) == sorted(names + [onnx_models.WAVEFORM_FILE])
+    assert sorted(os.listdir(shipped_onnx)) == sorted(names + [onnx_runner.WAVEFORM_FILE])
     checkpoints = [n.replace(".onnx", ".pth.tar") for n in names]
     for name, checkpoint in zip(names, checkpoints):
         meta = {p.key: p.value for p in onnx.load(str(shipped_onnx / name)).metadata_props}
@@ -288,10 +288,10 @@ def test_onnx_prediction_over_windows_with_plots(recordings, shipped_onnx, tmp_p
 
 
 def test_predictor_with_onnx_gives_the_onnx_csv(recordings, shipped_onnx, tmp_path):
-    """predictor.Predictor(onnx=DIR): the rows of prediction_process.py --onnx DIR exactly (the same
+    """Predictor(onnx=DIR): the rows of prediction_process.py --onnx DIR exactly (the same
     ONNX sessions on the same turns), broken.wav left out with a warning; the label mean and std
     the files de-normalise with (for --plot's axis) are the NormTerm's they were exported with."""
-    from predictor import Predictor
+    from deepemocluster.predictor import Predictor
 
     predict_with("onnx", recordings, shipped_onnx, tmp_path)
     rows = [[r[0]] + [float(v) for v in r[1:]] for r in read_csv(tmp_path / "pred.csv")[1:]]

@@ -1,4 +1,4 @@
-"""The waveform front end export_onnx.py writes (mel_spectrogram.onnx, onnx_waveform.py): through
+"""The waveform front end export_onnx.py writes (mel_spectrogram.onnx, deepemocluster/onnx_waveform.py): through
 ONNX Runtime it gives feat_extract.py's features, so that from the 16 kHz waveform the exported
 models give the scores of the features route; prediction with the folder ignores it; the
 README's example with ONNX Runtime alone runs without torch, librosa or this project's code."""
@@ -15,10 +15,10 @@ import soundfile
 
 from conftest import ROOT
 
-import onnx_models  # noqa: E402
+from deepemocluster import onnx_runner  # noqa: E402
 import test_onnx  # noqa: E402
-from features import extract_features, load_norm_term, mel_spectrogram  # noqa: E402
-from onnx_models import FEATURE_SETTINGS, WAVEFORM_FILE, WAVEFORM_FORMAT  # noqa: E402
+from deepemocluster.features import extract_features, load_norm_term, mel_spectrogram  # noqa: E402
+from deepemocluster.onnx_runner import FEATURE_SETTINGS, WAVEFORM_FILE, WAVEFORM_FORMAT  # noqa: E402
 from test_onnx import EMBEDDING_TOL, SCORE_TOL, models_in, readme_examples  # noqa: E402
 from test_prediction_windows import voice  # noqa: E402
 from utils import EMOTIONS, UserError  # noqa: E402
@@ -79,7 +79,7 @@ def test_silence_gives_nan_which_the_models_read_as_zero(shipped_onnx):
     as the normalised value 0 (method §3's NaN → 0), which the README tells deployers."""
     (mel,) = front_end(shipped_onnx).run(["mel"], {"waveform": np.zeros(16000, np.float32)})
     assert mel.shape == (63, 128) and np.isnan(mel).all()
-    models = onnx_models.OnnxModels(str(shipped_onnx), threads=1)
+    models = onnx_runner.OnnxModels(str(shipped_onnx), threads=1)
     norm = load_norm_term(os.path.join(ROOT, "NormTerm"))
     at_mean = np.broadcast_to(norm["feat_mean"], mel.shape).astype(np.float32)   # normalised: ~0
     np.testing.assert_allclose(models.predict([mel])[0], models.predict([at_mean])[0], rtol=0, atol=1e-6)
@@ -87,7 +87,7 @@ def test_silence_gives_nan_which_the_models_read_as_zero(shipped_onnx):
 
 def test_from_the_waveform_the_models_give_the_scores_of_the_features(recordings, shipped_onnx):
     """The recordings of test_onnx (0.5 s padded, 0.9 s a whole short turn, 3 s, 7 s)."""
-    models = onnx_models.OnnxModels(str(shipped_onnx), threads=1)
+    models = onnx_runner.OnnxModels(str(shipped_onnx), threads=1)
     assert models.names == models_in(shipped_onnx)
     session = front_end(shipped_onnx)
     paths = [str(recordings / f"r{i}.wav") for i in range(4)]
@@ -103,7 +103,7 @@ def test_from_the_waveform_the_models_give_the_scores_of_the_features(recordings
 def test_a_folder_with_only_the_front_end_has_no_models(shipped_onnx, tmp_path):
     (tmp_path / WAVEFORM_FILE).write_bytes((shipped_onnx / WAVEFORM_FILE).read_bytes())
     with pytest.raises(UserError) as err:
-        onnx_models.OnnxModels(str(tmp_path))
+        onnx_runner.OnnxModels(str(tmp_path))
     assert str(err.value).startswith(f"--onnx {tmp_path} has no Act model (found: {WAVEFORM_FILE})")
 
 
@@ -118,6 +118,6 @@ def test_readme_example_with_onnx_runtime_alone(recordings, shipped_onnx):
     assert done.returncode == 0, done.stderr
     printed = [line.split() for line in done.stdout.splitlines()]
     assert [p[0] for p in printed] == list(EMOTIONS) and all(p[2:] == ["(256,)"] for p in printed)
-    expected, _ = onnx_models.OnnxModels(str(shipped_onnx), threads=1).predict(
+    expected, _ = onnx_runner.OnnxModels(str(shipped_onnx), threads=1).predict(
         [extract_features(str(recordings / "r2.wav"))])
     np.testing.assert_allclose([float(p[1]) for p in printed], expected[:, 0], rtol=0, atol=SCORE_TOL)

@@ -14,9 +14,9 @@ import norm_para
 import online_testing
 import prediction_process
 from conftest import ROOT
-from emotion_plot import BAND_STDS, label_band
-from features import load_norm_term
-from labels import read_labels
+from deepemocluster.plots import BAND_STDS, label_band
+from deepemocluster.features import load_norm_term
+from deepemocluster.labels import read_labels
 from model import checkpoint_name
 from utils import EMOTIONS, LABEL_COLUMN, TEST_SPLIT, TRAIN_SPLIT
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model import build_model, predict_batch, prepare_for_inference
-from runtime import use_bf16, use_channels_last
+from deepemocluster.compute import use_bf16, use_channels_last
 from utils import TEMPORAL_TYPES
 
 CPU = torch.device("cpu")

@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from prediction_process import parse_args
-from release_flags import cluster_counts
+from deepemocluster.model_flags import cluster_counts
 from utils import UserError
 
 

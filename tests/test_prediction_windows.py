@@ -12,8 +12,8 @@ import torch
 from conftest import ROOT, SR
 
 import prediction_process  # noqa: E402
-import windows  # noqa: E402
-from features import chunk_turn, extract_features, load_norm_term, normalise_features  # noqa: E402
+from deepemocluster import time_windows  # noqa: E402
+from deepemocluster.features import chunk_turn, extract_features, load_norm_term, normalise_features  # noqa: E402
 from model import (ARCH, build_model, checkpoint_name, predict_batch,  # noqa: E402
                    prepare_for_inference, released_state_dict)
 from utils import EMOTIONS, FRAMES_PER_CHUNK, NORM_VAR, run_cli, save_mat, save_torch  # noqa: E402
@@ -124,17 +124,17 @@ def seconds_of(spans, rate=SR):
     (0.5, 2.0, 2.0, [(0, 0.5)]),                                          # shorter than a chunk
 ])
 def test_window_spans(length, window, hop, expected):
-    spans = windows.plan_windows(int(length * SR), SR, window, hop)
+    spans = time_windows.plan_windows(int(length * SR), SR, window, hop)
     assert seconds_of(spans) == [(float(s), float(e)) for s, e in expected]
 
 
 def test_a_last_piece_of_exactly_one_chunk_is_kept():
     chunk = FRAMES_PER_CHUNK * 256   # 15872 samples at 16 kHz = 0.992 s
-    assert windows.plan_windows(32000 + chunk, SR, 2.0, 2.0) == [(0, 32000), (32000, 32000 + chunk)]
-    assert windows.plan_windows(32000 + chunk - 1, SR, 2.0, 2.0) == [(0, 32000 + chunk - 1)]
+    assert time_windows.plan_windows(32000 + chunk, SR, 2.0, 2.0) == [(0, 32000), (32000, 32000 + chunk)]
+    assert time_windows.plan_windows(32000 + chunk - 1, SR, 2.0, 2.0) == [(0, 32000 + chunk - 1)]
     rate = 44100                     # 0.992 s = 43747.2 samples: 43747 is shorter, 43748 is not
-    assert len(windows.plan_windows(2 * rate + 43747, rate, 2.0, 2.0)) == 1
-    assert windows.plan_windows(2 * rate + 43748, rate, 2.0, 2.0) == [(0, 2 * rate),
+    assert len(time_windows.plan_windows(2 * rate + 43747, rate, 2.0, 2.0)) == 1
+    assert time_windows.plan_windows(2 * rate + 43748, rate, 2.0, 2.0) == [(0, 2 * rate),
                                                                       (2 * rate, 2 * rate + 43748)]
 
 
@@ -147,7 +147,7 @@ def test_each_window_is_predicted_as_a_file_holding_only_its_samples(setup, tmp_
              "d_stereo44k.wav": (5.3, 44100, 2, {}), "e_float.wav": (4.2, 22050, 1, {"subtype": "FLOAT"})}
     for i, (name, (length, rate, ch, kw)) in enumerate(files.items()):
         write_audio(str(audio / name), voice(length, rate, ch, seed=i), rate, **kw)
-    out = tmp_path / "windows.csv"
+    out = tmp_path / "deepemocluster.time_windows.csv"
     assert predict(setup, audio, out, "--window", 2, "--hop", 1.5) == 0
     rows = read_csv(out)
     assert rows[0] == ["File_Name", "Start", "End"] + SCORES
@@ -164,7 +164,7 @@ def test_each_window_is_predicted_as_a_file_holding_only_its_samples(setup, tmp_
     cut = tmp_path / "cut"
     for name, (length, rate, ch, kw) in files.items():
         y, _ = as_read(str(audio / name))
-        spans = windows.plan_windows(len(y), rate, 2.0, 1.5)
+        spans = time_windows.plan_windows(len(y), rate, 2.0, 1.5)
         for s, e in spans:
             write_audio(str(cut / f"{name}@{s / rate:.3f}.wav"), y[s:e], rate,
                         subtype=kw.get("subtype", "PCM_16"))
@@ -233,8 +233,8 @@ def test_embeddings_are_the_turn_embeddings_of_each_row(setup, tmp_path):
     chunks = []
     for name in ("a.wav", "b.wav"):
         y, rate = as_read(str(audio / name))
-        for s, e in windows.plan_windows(len(y), rate, 2.0, 2.0):
-            feat = windows.window_features(y[s:e].mean(axis=1), rate)
+        for s, e in time_windows.plan_windows(len(y), rate, 2.0, 2.0):
+            feat = time_windows.window_features(y[s:e].mean(axis=1), rate)
             chunks.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"])))
     assert len(chunks) == len(rows)
     expected = predict_batch(loaded_models(setup), torch.from_numpy(np.stack(chunks)),
@@ -322,7 +322,7 @@ def test_windows_of_mp3_and_ogg_are_the_whole_file_samples(setup, tmp_path):
     for ext in ("mp3", "ogg"):
         write_audio(str(audio / f"a.{ext}"), voice(4.5, 22050, 2, seed=6), 22050)
         y, rate = as_read(str(audio / f"a.{ext}"))
-        for s, e in windows.plan_windows(len(y), rate, 2.0, 1.5):
+        for s, e in time_windows.plan_windows(len(y), rate, 2.0, 1.5):
             write_audio(str(cut / f"a.{ext}@{s / rate:.3f}.wav"), y[s:e], rate, subtype="FLOAT")
     out = tmp_path / "pred.csv"
     assert predict(setup, audio, out, "--window", 2, "--hop", 1.5) == 0
@@ -394,7 +394,7 @@ def test_a_long_recording_is_read_one_window_at_a_time(setup, tmp_path, monkeypa
     write_audio(str(audio / "podcast.wav"), y, subtype="PCM_16")
     window = 60.0
     reads, batches = [], []
-    real_read = windows.ForwardReader.read
+    real_read = time_windows.ForwardReader.read
 
     def spy_read(self, frames=-1, *args, **kwargs):
         reads.append(frames)
@@ -409,7 +409,7 @@ def test_a_long_recording_is_read_one_window_at_a_time(setup, tmp_path, monkeypa
         batches.append(chunks.shape[0])
         return real_predict(models, chunks, *args, **kwargs)
 
-    monkeypatch.setattr(windows.ForwardReader, "read", spy_read)
+    monkeypatch.setattr(time_windows.ForwardReader, "read", spy_read)
     monkeypatch.setattr(sf, "read", whole_file_read)
     monkeypatch.setattr(prediction_process, "extract_features", whole_file_read)
     monkeypatch.setattr(prediction_process, "predict_batch", spy_predict)

@@ -1,4 +1,4 @@
-"""predictor.py: predictions from Python equal prediction_process.py's CSV (and embeddings),
+"""deepemocluster/predictor.py: predictions from Python equal prediction_process.py's CSV (and embeddings),
 for files, folders, arrays and windows; bad settings and inputs are UserErrors; the README's
 "From Python" snippet runs as written.
 
@@ -20,9 +20,9 @@ import soundfile as sf
 import fetch_models
 import prediction_process
 from conftest import ROOT, SR, write_random_release
-from predictor import Predictor
+from deepemocluster.predictor import Predictor
 from test_prediction_windows import save_models, voice, write_audio, write_norm_term
-from features import extract_features
+from deepemocluster.features import extract_features
 from utils import EMOTIONS, UserError, run_cli
 
 SETTINGS = {"model_type": "Temp-Triplet", "epochs": 1, "batch_size": 4, "num_clusters": 4}

@@ -1,4 +1,4 @@
-"""reproduce.py checks the whole grid's data before its first run starts (preflight.py): a typo
+"""reproduce.py checks the whole grid's data before its first run starts (sweep/preflight.py): a typo
 in a split name, a missing feature or NormTerm file, too many clusters or unlabelled turns is
 refused at once, with the message main.py or online_testing.py would have given after training,
 and nothing is started or written."""
@@ -96,7 +96,7 @@ def test_missing_feature_and_normterm_files(grid):
 
 
 def test_labels_file_without_a_column_of_the_grid(grid):
-    labels = grid["tmp"] / "labels.csv"
+    labels = grid["tmp"] / "deepemocluster.labels.csv"
     with open(grid["corpus"]["labels"], newline="") as f:
         rows = list(csv.DictReader(f))
     with open(labels, "w", newline="") as f:

@@ -12,9 +12,9 @@ import torch
 import main as train_script
 from conftest import ROOT
 from dataloader import ChunkCache
-from features import load_norm_term
+from deepemocluster.features import load_norm_term
 from model import build_model
-from runtime import Settings
+from deepemocluster.compute import Settings
 
 
 def make_pool(tiny_corpus, tmp_path, n=8):

@@ -11,7 +11,7 @@ import torch
 
 import online_testing
 from dataloader import LabelledTurns
-from features import chunk_turn, is_whole_turn_chunked, load_norm_term, normalise_features
+from deepemocluster.features import chunk_turn, is_whole_turn_chunked, load_norm_term, normalise_features
 from model import ARCH, build_model, checkpoint_name, released_state_dict
 from utils import CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, save_mat, save_torch
 
@@ -48,7 +48,7 @@ def test_online_testing_chunks_53_to_61_frames_whole_and_pads_shorter(tiny_corpu
     test_rows = [r for r in rows if r["Split_Set"] == "Test1"]
     rows += [dict(test_rows[0], FileName="turn_55.wav", EmoVal="6.5"),
              dict(test_rows[0], FileName="turn_40", EmoVal="1.5")]
-    labels = str(tmp_path / "labels.csv")
+    labels = str(tmp_path / "deepemocluster.labels.csv")
     with open(labels, "w", newline="") as f:
         w = csv.DictWriter(f, list(rows[0]))
         w.writeheader()

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 import main as train_main
 from dataloader import ChunkCache, LabelledTurns
-from features import load_norm_term
+from deepemocluster.features import load_norm_term
 from model import build_model
-from runtime import Settings
+from deepemocluster.compute import Settings
 from utils import CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS, ccc_loss
 
 K = 3

@@ -1,4 +1,4 @@
-"""Tests for features.py, labels.py and utils.py (features, normalisation, chunking, CCC,
+"""Tests for deepemocluster/features.py, labels.py and utils.py (features, normalisation, chunking, CCC,
 sampling, labels), the feature extractor and the NormTerm computation, against method §1,
 §3, §4, §6."""
 import csv
@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 import feat_extract
-import features
+from deepemocluster import features
 import utils
-from labels import feature_paths, read_labels
+from deepemocluster.labels import feature_paths, read_labels
 from utils import UserError
 
 SR = 16000

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import distributed  # noqa: E402
+from deepemocluster import distributed  # noqa: E402
 import main as train_main  # noqa: E402
 from dataloader import ChunkCache, LabelledTurns  # noqa: E402
-from features import load_norm_term  # noqa: E402
+from deepemocluster.features import load_norm_term  # noqa: E402
 from model import build_model  # noqa: E402
 from utils import CHUNKS_PER_TURN, TEMPORAL_TYPES, run_cli, sentence_uniform_sample  # noqa: E402
 

@@ -4,10 +4,10 @@
 # states), slurmctld and slurmd, all run as root with their configuration, state, spool,
 # sockets and logs in one folder; nothing under /etc is changed.
 #
-#   sudo tests/slurm_cluster.sh start     # prints the line to give SLURM's commands the cluster
+#   sudo tests/support/slurm_cluster.sh start     # prints the line to give SLURM's commands the cluster
 #   export SLURM_CONF=/tmp/temp-deepemocluster-slurm/slurm.conf
-#   sudo tests/slurm_cluster.sh status
-#   sudo tests/slurm_cluster.sh stop      # stops what start started, by its recorded pids
+#   sudo tests/support/slurm_cluster.sh status
+#   sudo tests/support/slurm_cluster.sh stop      # stops what start started, by its recorded pids
 #
 # The folder is $SLURM_CLUSTER_DIR (default /tmp/temp-deepemocluster-slurm). The partition
 # `debug` holds the machine's cores; a job of the partition `urgent` preempts its jobs (SLURM

@@ -1,4 +1,4 @@
-"""Started in a child process by tests/full_disk.py's FullDisk.env(): the same full disk there."""
+"""Started in a child process by tests/support/full_disk.py's FullDisk.env(): the same full disk there."""
 import full_disk
 
 full_disk.install_from_env()
