@@ -1,6 +1,8 @@
 """k-means pseudo-labels (method §6 steps 3, 4 and 8) with faiss."""
 import numpy as np
 
+from utils import CHUNKS_PER_TURN, UserError
+
 KMEANS_ITERATIONS = 20
 NO_SUBSAMPLING = 1 << 30
 
@@ -58,3 +60,9 @@ def nmi(previous, current):
     from sklearn.metrics import normalized_mutual_info_score
 
     return float(normalized_mutual_info_score(previous, current))
+
+
+def check_cluster_count(n_turns, k, what):
+    if n_turns * CHUNKS_PER_TURN < k:
+        raise UserError(f"{what} has {n_turns} turn(s), {n_turns * CHUNKS_PER_TURN} chunks: "
+                        f"too few for -nc {k} clusters")

@@ -31,7 +31,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-import fetch_models
+from deepemocluster import releases
 from deepemocluster.features import load_norm_term
 from model import EMBED_DIM, load_model
 from deepemocluster.onnx_runner import (EMBEDDING, FEATURE_SETTINGS, FORMAT, INPUT, OPSET, SCORE, WAVEFORM_FILE,
@@ -47,7 +47,7 @@ CITATION = ('W.-C. Lin and C. Busso, "Deep temporal clustering features for spee
             'recognition", Speech Communication 157 (2024) 103027, doi:10.1016/j.specom.2023.103027')
 OWN_RUN_LICENCE = ("weights from a training run of this repository (the licence of its training data "
                    "applies); the architecture is W.-C. Lin and C. Busso's, whose code is under the MIT "
-                   f"licence, https://github.com/{fetch_models.REPOSITORY}")
+                   f"licence, {releases.REPOSITORY_URL}")
 FRONT_END_LICENCE = "MIT licence, as this repository's code (the graph holds no model weights)"
 
 
@@ -229,10 +229,10 @@ def model_metadata(args, emotion, clusters, unlabel, checkpoint, norm):
             "label_mean": repr(norm[f"{emotion}_mean"]), "label_std": repr(norm[f"{emotion}_std"]),
             "citation": CITATION}
     if args.release:
-        release = fetch_models.RELEASES[args.release]
+        release = releases.RELEASES[args.release]
         meta.update(release=release.name, release_commit=release.commit,
-                    source=f"https://github.com/{fetch_models.REPOSITORY} at commit {release.commit}",
-                    licence=fetch_models.LICENCE)
+                    source=f"{releases.REPOSITORY_URL} at commit {release.commit}",
+                    licence=releases.LICENCE)
     else:
         meta.update(source="a training run of this repository (main.py)", licence=OWN_RUN_LICENCE)
     return meta
@@ -299,7 +299,7 @@ def main(argv=None):
         print(f"  {name}")
     print(f"predict with: .venv/bin/python prediction_process.py --onnx {args.output} --input AUDIO_DIR")
     if args.release:
-        print(fetch_models.LICENCE)
+        print(releases.LICENCE)
     return 0
 
 

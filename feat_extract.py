@@ -12,13 +12,11 @@ import csv
 import os
 import time
 
+from deepemocluster.corpus import AUDIO_DIR, FEATURES_DIR
 from deepemocluster.features import extract_features, feature_pool, walk_audio
 from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, DiskFullError, UserError, atomic_path,
                    load_mat, progress, run_cli, save_mat)
 
-# Data paths: edit these, or give them on the command line.
-INPUT_DIR = "./demo_corpus/Audios"
-OUTPUT_DIR = "./demo_corpus/Features"
 ERROR_RECORD = "extraction_errors.csv"
 AFTER_FULL_DISK = ("Free space, then run the same command again: the feature files already "
                    "written are kept and skipped.")
@@ -26,8 +24,8 @@ AFTER_FULL_DISK = ("Free space, then run the same command again: the feature fil
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", default=INPUT_DIR, help="folder searched recursively for .wav files")
-    p.add_argument("--output", default=OUTPUT_DIR, help="folder for the .mat feature files")
+    p.add_argument("--input", default=AUDIO_DIR, help="folder searched recursively for .wav files")
+    p.add_argument("--output", default=FEATURES_DIR, help="folder for the .mat feature files")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     args = p.parse_args(argv)

@@ -10,7 +10,6 @@ validation CCC loss → checkpoint when it improves.
     torchrun --nproc_per_node N main.py …   # the same training over N processes (deepemocluster/deepemocluster/distributed.py)
 """
 import argparse
-import glob
 import os
 import time
 
@@ -19,8 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from deepemocluster import distributed
-from clustering import kmeans_on_gpu, nmi, run_kmeans
+from clustering import check_cluster_count, kmeans_on_gpu, nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
+from deepemocluster.corpus import (CACHE_DIR, FEATURES_DIR, LABELS_CSV, UNLABELED_FEATURES_DIR,
+                                   unlabelled_files)
 from deepemocluster.disk_space import check_training_room
 from deepemocluster.distributed import gather_turns, mean_over_processes
 from deepemocluster.features import load_norm_term
@@ -32,12 +33,6 @@ from deepemocluster.compute import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast
                      seed_everything, use_channels_last, use_compile)
 from utils import (AGAIN, CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, at_least, ccc_loss,
                    progress, run_cli, save_torch, sentence_uniform_sample)
-
-# Data paths: edit these, or give them on the command line.
-FEATURES_DIR = "./demo_corpus/Features"
-LABELS_CSV = "./demo_corpus/Labels/labels_concensus.csv"
-UNLABELED_FEATURES_DIR = "./demo_corpus/Unlabeled_Features"
-CACHE_DIR = "./cache"
 
 SGD_LR = 0.001
 ADAM_LR = 0.0005
@@ -239,43 +234,11 @@ def validate(model, data, batch_size, settings, rng):
 
 
 # --- data -------------------------------------------------------------------------------
-UNLABELLED_SUBSET_SEED = 99
-
-
-def unlabelled_subset(n_pool, n):
-    """Indices of the N unlabelled turns, as the authors' release chooses them (method §6):
-    the first N after shuffling the sorted pool's indices with numpy's legacy generator
-    seeded with 99. The same N in every run; the run's own random streams are not touched."""
-    indices = np.arange(n_pool)
-    np.random.RandomState(UNLABELLED_SUBSET_SEED).shuffle(indices)
-    return indices[:n]
-
-
-def unlabelled_files(folder, n, k):
-    """The N unlabelled feature files of the pool in `folder` (the authors' subset of the sorted
-    file list), once the pool is checked to hold N turns and N turns to have chunks for K clusters."""
-    pool = sorted(glob.glob(os.path.join(folder, "*.mat")))
-    if not pool:
-        raise UserError(f"-unlabel {n} asked for, but {folder} holds no .mat feature files "
-                        "(run feat_extract.py on the unlabelled audio)")
-    if n > len(pool):
-        raise UserError(f"-unlabel {n} is larger than the unlabelled pool "
-                        f"({len(pool)} feature files in {folder})")
-    check_cluster_count(n, k, f"-unlabel {n}")
-    return [pool[i] for i in unlabelled_subset(len(pool), n)]
-
-
 def unlabelled_pool(args, norm, build_cache=True):
     """The N unlabelled turns of the pool, chunked into a cache."""
     files = unlabelled_files(args.unlabeled_features, args.unlabel_size, args.num_clusters)
     return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", files, norm["feat_mean"],
                                     norm["feat_std"], args.cache_dtype, build_cache)
-
-
-def check_cluster_count(n_turns, k, what):
-    if n_turns * CHUNKS_PER_TURN < k:
-        raise UserError(f"{what} has {n_turns} turn(s), {n_turns * CHUNKS_PER_TURN} chunks: "
-                        f"too few for -nc {k} clusters")
 
 
 # --- the training run --------------------------------------------------------------------

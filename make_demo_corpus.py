@@ -31,17 +31,17 @@ import math
 import os
 import re
 import time
-import wave
 
 import numpy as np
 
-from demo.speech import SAMPLE_RATE, draw_voice, synthesize_turn
+from deepemocluster.corpus import DEMO_CORPUS
+from demo.speakers import INT16_FULL_SCALE, draw_emotion, emotion_class, make_speaker, rate_emotion, write_wav
+from demo.speech import SAMPLE_RATE, synthesize_turn
 from utils import atomic_path, run_cli
 
 # --- Audio format ---------------------------------------------------------
 MIN_TURN_SECONDS = 2.75
 MAX_TURN_SECONDS = 7.0
-INT16_FULL_SCALE = 32767
 
 # --- Corpus size ----------------------------------------------------------
 DEFAULT_TRAIN_TURNS = 480
@@ -85,76 +85,10 @@ OWN_FILE_PATTERNS = {
     LABEL_DIR: re.compile("|".join(re.escape(r["label_file"]) for r in RELEASES.values())),
 }
 
-# Random streams: keep speakers, labelled, predict and unlabelled draws apart.
-SPEAKER_STREAM = 0
+# Random streams: keep speakers (demo.speakers.SPEAKER_STREAM = 0), labelled, predict and unlabelled draws apart.
 LABELLED_STREAM = 1
 PREDICT_STREAM = 2
 UNLABELED_STREAM = 3
-
-# --- Emotion and rating model (attribute order: arousal, valence, dominance)
-RATING_MIN = 1
-RATING_MAX = 7
-ATTRIBUTE_CENTRE = np.array([4.1, 4.0, 4.2])
-ATTRIBUTE_SPREAD = 1.15                # rating points per latent SD
-ATTRIBUTE_CORRELATION = np.array([[1.00, 0.25, 0.75],
-                                  [0.25, 1.00, 0.35],
-                                  [0.75, 0.35, 1.00]])
-SPEAKER_EMOTION_SD = 0.35              # speakers lean one way or another (same correlations)
-MIN_RATERS = 5
-MAX_RATERS = 7
-RATER_BIAS_SD = 0.4
-RATER_NOISE_SD = 0.6
-
-ATTRIBUTE_CHOLESKY = np.linalg.cholesky(ATTRIBUTE_CORRELATION)
-
-
-# ---------------------------------------------------------------------------
-# Speakers, emotions, labels
-# ---------------------------------------------------------------------------
-
-def make_speaker(seed, speaker_id):
-    """Draw one speaker's voice and emotional tendency from (seed, speaker_id)."""
-    rng = np.random.default_rng([seed, SPEAKER_STREAM, speaker_id])
-    female = speaker_id % 2 == 1       # alternate, so splits stay balanced
-    return {
-        "id": speaker_id,
-        "gender": "Female" if female else "Male",
-        **draw_voice(rng, female),
-        "emotion_offset": SPEAKER_EMOTION_SD * (ATTRIBUTE_CHOLESKY @ rng.standard_normal(3)),
-    }
-
-
-def draw_emotion(rng, speaker):
-    """Latent (arousal, valence, dominance) in SD units, correlated as in real ratings."""
-    return ATTRIBUTE_CHOLESKY @ rng.standard_normal(3) + speaker["emotion_offset"]
-
-
-def rate_emotion(rng, latent):
-    """Mean of 5-7 simulated raters' integer 1-7 ratings around the true value."""
-    true_value = ATTRIBUTE_CENTRE + ATTRIBUTE_SPREAD * latent
-    n_raters = int(rng.integers(MIN_RATERS, MAX_RATERS + 1))
-    bias = rng.normal(0.0, RATER_BIAS_SD, size=(n_raters, 1))
-    noise = rng.normal(0.0, RATER_NOISE_SD, size=(n_raters, 3))
-    ratings = np.clip(np.rint(true_value + bias + noise), RATING_MIN, RATING_MAX)
-    return ratings.mean(axis=0)
-
-
-def emotion_class(act, val, dom):
-    """An MSP-Podcast style primary-emotion letter consistent with the attributes."""
-    if val <= 3.0:
-        if act >= 4.5:
-            return "A" if dom >= 4.0 else "F"
-        if act < 3.5:
-            return "S"
-        return "C" if dom >= 4.5 else "D"
-    if val >= 5.0:
-        return "U" if (act >= 5.5 and dom < 4.0) else "H"
-    if act >= 5.5:
-        return "U"
-    if act < 3.0:
-        return "S"
-    return "N"
-
 
 def make_turn(seed, stream, speaker, turn):
     """Audio (int16) and labels of one turn, a pure function of (seed, stream, speaker, turn)."""
@@ -170,15 +104,6 @@ def make_turn(seed, stream, speaker, turn):
 # ---------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------
-
-def write_wav(path, pcm):
-    """16 kHz mono 16-bit PCM, written under a temporary name then moved into place."""
-    with atomic_path(path) as tmp, wave.open(tmp, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(SAMPLE_RATE)
-        wav.writeframes(pcm.tobytes())
-
 
 def write_text(path, text):
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
@@ -310,7 +235,7 @@ def build_parser():
                     "(Audios/, Labels/labels_concensus.csv, Predict/, Unlabeled/; with "
                     "--release v1.12 Labels/labels_consensus.csv with Train, Development, "
                     "Test1, Test2 and an unlabelled Test3).")
-    parser.add_argument("--out", default="./demo_corpus",
+    parser.add_argument("--out", default=DEMO_CORPUS,
                         help="corpus folder to write (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="random seed; the same seed and flags give identical files (default: 0)")

@@ -15,14 +15,11 @@ from contextlib import ExitStack
 import numpy as np
 
 from dataloader import load_features
+from deepemocluster.corpus import FEATURES_DIR, LABELS_CSV, NORM_DIR
 from deepemocluster.features import norm_files
 from deepemocluster.labels import feature_paths, read_labels
 from utils import EMOTIONS, NORM_VAR, N_MELS, UserError, atomic_path, load_mat, progress, run_cli, write_mat
 
-# Data paths: edit these, or give them on the command line.
-LABELS_CSV = "./demo_corpus/Labels/labels_concensus.csv"
-FEATURES_DIR = "./demo_corpus/Features"
-NORM_DIR = "./NormTerm"
 
 
 def parse_args(argv=None):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dataloader import CACHE_DTYPES, LabelledTurns, batches
+from deepemocluster.corpus import CACHE_DIR, FEATURES_DIR, LABELS_CSV
 from deepemocluster.features import load_norm_term
 from deepemocluster.labels import read_labels
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
@@ -19,10 +20,6 @@ from deepemocluster.model_flags import add_release_flag, apply_release
 from deepemocluster.compute import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
 from utils import TEST_SPLIT, add_model_args, ccc_metric, progress, run_cli, save_json
 
-# Data paths: edit these, or give them on the command line.
-FEATURES_DIR = "./demo_corpus/Features"
-LABELS_CSV = "./demo_corpus/Labels/labels_concensus.csv"
-CACHE_DIR = "./cache"
 TEST_BATCH = 64
 
 

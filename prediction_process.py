@@ -13,309 +13,26 @@ order; with --window, one row per window (File_Name, Start, End in seconds, then
 scores), each window predicted as one turn. Files or windows that cannot be predicted are listed with the reason in
 `<output>_errors.csv` next to it.
 """
-import argparse
 import csv
-import math
 import os
 import time
-import warnings
-from typing import NamedTuple
 
 import numpy as np
-import torch
 
-from deepemocluster.features import (AUDIO_EXTENSIONS, chunk_turn, extract_features, feature_pool,
-                      is_whole_turn_chunked, load_norm_term, normalise_features,
-                      short_turn_warning, walk_audio)
-from model import EMBED_DIM, load_model, predict_batch, prepare_for_inference
-from deepemocluster.model_flags import RELEASE_FLAGS, add_model_selection, apply_release, attribute_checkpoints
-from deepemocluster.compute import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
-from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, SHORTEST_TRAINING_TURN_SECONDS,
-                   UserError, atomic_path, progress, run_cli, save_npy)
-from deepemocluster.time_windows import CHUNK_SECONDS, audio_seconds, clip_windows, read_windows, window_features
+from deepemocluster import prediction_flags
+from deepemocluster.corpus import PREDICT_DIR
+from deepemocluster.features import AUDIO_EXTENSIONS, walk_audio
+from deepemocluster.compute import seed_everything
+from deepemocluster.prediction import (csv_header, load_runner, long_recording_warning, models_title,
+                                       predict_folder, short_recording_warning)
+from model import EMBED_DIM
+from utils import EMOTIONS, UserError, atomic_path, run_cli, save_npy
 
-# Data paths: edit these, or give them on the command line.
-INPUT_DIR = "./demo_corpus/Predict"
 OUTPUT_CSV = "./pred_result.csv"
-SCORE_COLUMNS = {"Act": "Aro-Score", "Dom": "Dom-Score", "Val": "Val-Score"}
-TURNS_PER_BLOCK = 256            # files or windows whose features are held at once
-SAMPLES_PER_BLOCK = 2 ** 24      # and at most this many window samples (64 MiB as float32)
-INFERENCE_BATCH = 64
-SECONDS_DECIMALS = 3             # Start and End of a window: milliseconds
-# CHUNKS_PER_TURN chunks of 0.992 s: a longer file is summarised by chunks spread over it, not covered.
-LONG_RECORDING_SECONDS = 11.0
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", default=INPUT_DIR,
-                   help=f"folder searched recursively for audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    p.add_argument("--output", default=OUTPUT_CSV, help="the CSV to write")
-    defaults = add_model_selection(p)
-    p.add_argument("--workers", type=int, default=1, help="feature-extraction processes")
-    p.add_argument("--window", type=seconds("--window"), metavar="SECONDS",
-                   help="predict each window of SECONDS (at least one chunk, "
-                        f"{CHUNK_SECONDS:g} s) of every file as one turn: one row per window")
-    p.add_argument("--hop", type=seconds("--hop"), metavar="SECONDS",
-                   help="seconds between window starts (default: the window, no overlap)")
-    p.add_argument("--plot", metavar="DIR",
-                   help="with --window: one PNG per file of the three attributes over time")
-    p.add_argument("--embeddings", metavar="DIR",
-                   help="also write each row's 256-d turn embedding of each attribute model: "
-                        "DIR/embeddings_{Act,Dom,Val}.npy and DIR/index.csv")
-    p.add_argument("--onnx", metavar="DIR",
-                   help="predict with the three models export_onnx.py wrote into DIR, through ONNX "
-                        "Runtime's CPU provider instead of PyTorch (models, settings and NormTerm "
-                        "come from the files)")
-    args = p.parse_args(argv)
-    if args.onnx is not None:
-        check_onnx_flags(p, args)
-    if args.workers < 1:
-        p.error("--workers must be at least 1")
-    if args.window is not None and args.window < CHUNK_SECONDS:
-        p.error(f"--window must be at least one chunk ({FRAMES_PER_CHUNK} frames, {CHUNK_SECONDS:g} s), "
-                f"got {args.window:g}")
-    if args.window is None:
-        for flag, value in (("--hop", args.hop), ("--plot", args.plot)):
-            if value is not None:
-                p.error(f"{flag} needs --window")
-    elif args.hop is None:
-        args.hop = args.window
-    return apply_release(args, defaults)
-
-
-def check_onnx_flags(parser, args):
-    """--onnx takes everything from its files and runs on the CPU in fp32: flags that would
-    pick other models, another device or bf16 are refused."""
-    given = [flag for dest, flag in RELEASE_FLAGS.items() if getattr(args, dest) is not None]
-    given += ["--release"] if args.release else []
-    if given:
-        parser.error(f"--onnx takes the models, their settings and NormTerm from its files: "
-                     f"leave out {', '.join(given)}")
-    if args.device not in ("auto", "cpu") or args.precision == "bf16":
-        parser.error("--onnx runs on ONNX Runtime's CPU provider in fp32: leave out --device and "
-                     "--precision")
-
-
-def seconds(flag):
-    """An argparse type: a finite number of seconds greater than 0."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{flag} must be a number of seconds greater than 0, "
-                                             f"got {text!r}")
-        return value
-    return parse
-
-
-def load_attribute_models(args, device):
-    """The Act, Dom and Val models of the flags, ready for inference."""
-    return [prepare_for_inference(load_model(path, args.model_type, k), device, use_channels_last(args.precision))
-            for _, k, _, path in attribute_checkpoints(args)]
-
-
-def load_runner(args):
-    """What predicts: the exported files of --onnx through ONNX Runtime, or the checkpoints
-    the flags pick in PyTorch, with their NormTerm."""
-    if args.onnx:
-        from deepemocluster.onnx_runner import OnnxModels
-
-        return OnnxModels(args.onnx)
-    device = pick_device(args.device)
-    bf16 = use_bf16(args.precision, device, training=False)
-    configure_backends(device, bf16)
-    norm = load_norm_term(args.norm_dir)
-    return TorchModels(load_attribute_models(args, device), norm, device, bf16)
-
-
-# --- turns: whole files, or windows of them --------------------------------------------------------
-class Turn(NamedTuple):
-    """What is predicted as one turn: a whole file, or the window [start, end) seconds of it."""
-    path: str
-    start: float = None
-    end: float = None
-    last: bool = True           # the file's last turn
-
-    @property
-    def name(self):
-        return os.path.basename(self.path)
-
-    @property
-    def span(self):
-        """'window 0.000–11.000 s', or None for a whole file."""
-        if self.start is None:
-            return None
-        return f"window {self.start:.{SECONDS_DECIMALS}f}–{self.end:.{SECONDS_DECIMALS}f} s"
-
-    def describe(self, reason):
-        """A reason for the errors CSV, naming the window."""
-        return reason if self.span is None else f"{self.span}: {reason}"
-
-
-class Clip(NamedTuple):
-    """Audio already in memory (deepemocluster/predictor.py), predicted as a file of these samples would be."""
-    path: str                   # the name its rows get
-    samples: np.ndarray         # mono float32
-    rate: int
-
-
-def turn_sources(paths, window, hop, errors):
-    """(Turn, (path, samples, sample rate)) of every turn: whole files (read by the feature
-    workers), or each window of each file, read forward from disk; a Clip's from memory.
-    A file whose audio cannot be read goes to `errors`."""
-    for path in paths:
-        if isinstance(path, Clip):
-            spans = [(None, None, path.samples, path.rate, True)] if window is None else \
-                clip_windows(path.samples, path.rate, window, hop)
-            for start, end, samples, rate, last in spans:
-                yield Turn(path.path, start, end, last), (path.path, samples, rate)
-            continue
-        if window is None:
-            yield Turn(path), (path, None, None)
-            continue
-        try:
-            for start, end, samples, rate, last in read_windows(path, window, hop):
-                yield Turn(path, start, end, last), (path, samples, rate)
-        except Exception as err:  # one bad file is reported, the others still predicted
-            errors.append((os.path.basename(path),
-                           f"unreadable audio ({type(err).__name__}: {str(err).strip() or 'no detail'})"))
-
-
-def turn_features(source):
-    """(features, None, seconds) of a file or window, or (None, reason, None): never raises."""
-    path, samples, rate = source
-    try:
-        if samples is None:
-            return extract_features(path), None, audio_seconds(path)
-        return window_features(samples, rate), None, len(samples) / rate
-    except Exception as err:  # one bad file or window is reported, the others still predicted
-        return None, str(err) or type(err).__name__, None
-
-
-def blocks(items):
-    """Lists of (Turn, source) holding at most TURNS_PER_BLOCK turns and, beyond the
-    first, SAMPLES_PER_BLOCK window samples."""
-    block, held = [], 0
-    for item in items:
-        samples = item[1][1]
-        size = 0 if samples is None else samples.size
-        if block and (len(block) == TURNS_PER_BLOCK or held + size > SAMPLES_PER_BLOCK):
-            yield block
-            block, held = [], 0
-        block.append(item)
-        held += size
-    if block:
-        yield block
-
-
-# --- prediction --------------------------------------------------------------------------------------
-class Prediction(NamedTuple):
-    """What predict_folder returns (rows first, as before it returned (rows, errors))."""
-    rows: list                  # File_Name[, Start, End], Aro-Score, Dom-Score, Val-Score
-    errors: list                # File_Name, Reason
-    turns: list                 # the Turn of each row
-    embeddings: list            # per attribute model, (rows, 256) float32; None unless asked for
-    long_files: list            # (File_Name, seconds) of whole files longer than LONG_RECORDING_SECONDS
-    short_turns: list           # (Turn, seconds) of files or windows shorter than any training turn
-
-
-class TorchModels(NamedTuple):
-    """The three attribute models in PyTorch and the NormTerm they were trained with
-    (onnx_models.OnnxModels is the same for exported files)."""
-    models: list
-    norm: dict
-    device: torch.device
-    bf16: bool = False
-
-    def predict(self, feats, embeddings=False):
-        """Each model's scores on the label scale (models × turns) for a list of raw (frames,
-        128) turns and, with `embeddings`, their turn embeddings (models × turns × 256)."""
-        chunked = [chunk_turn(normalise_features(feat, self.norm["feat_mean"], self.norm["feat_std"]),
-                              whole_short_turns=True) for feat in feats]
-        scores, vectors = run_models(chunked, self.models, self.device, self.bf16, embeddings)
-        return np.stack([scores[m] * self.norm[f"{e}_std"] + self.norm[f"{e}_mean"]
-                         for m, e in enumerate(EMOTIONS)]), vectors
-
-
-def run_models(chunked, models, device, bf16, embeddings=False):
-    """Each model's normalised predictions (models × turns) for a list of chunked turns and,
-    with `embeddings`, their 256-d turn embeddings (models × turns × 256).
-
-    (11, 62, 128) turns go in batches; whole short turns, (11, T, 128) with T < 62, one at a time.
-    """
-    full = [i for i, c in enumerate(chunked) if c.shape[1] == FRAMES_PER_CHUNK]
-    short = [i for i, c in enumerate(chunked) if c.shape[1] != FRAMES_PER_CHUNK]
-    groups = [full[i:i + INFERENCE_BATCH] for i in range(0, len(full), INFERENCE_BATCH)]
-    groups += [[i] for i in short]
-    scores = np.empty((len(models), len(chunked)), np.float32)
-    vectors = np.empty((len(models), len(chunked), EMBED_DIM), np.float32) if embeddings else None
-    for idx in groups:
-        batch = torch.from_numpy(np.stack([chunked[i] for i in idx]))
-        for m, out in enumerate(predict_batch(models, batch, device, bf16, embeddings)):
-            if embeddings:
-                scores[m, idx], vectors[m, idx] = out
-            else:
-                scores[m, idx] = out
-    return scores, vectors
-
-
-def score_rows(turns, scores, windowed):
-    """CSV rows: File_Name[, Start, End] and the three scores (models × turns, label scale)."""
-    rows = []
-    for j, turn in enumerate(turns):
-        span = (round(turn.start, SECONDS_DECIMALS), round(turn.end, SECONDS_DECIMALS)) if windowed else ()
-        rows.append((turn.name,) + span + tuple(float(s[j]) for s in scores))
-    return rows
-
-
-def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=False):
-    """Predictions of every file (or, with `window`, every window of every file) in `paths`
-    by `runner` (TorchModels or onnx_models.OnnxModels).
-
-    Works through the turns in blocks, so memory grows neither with the folder nor with
-    the length of a recording.
-    """
-    rows, errors, turns, long_files, short_turns, whole, padded = [], [], [], [], [], [], []
-    vectors = [[] for _ in EMOTIONS]
-    pool = feature_pool(workers) if workers > 1 else None
-    bar = progress(total=len(paths), desc="predict", unit="file")
-    try:
-        for block in blocks(turn_sources(paths, window, hop, errors)):
-            sources = [source for _, source in block]
-            feats = pool.map(turn_features, sources, chunksize=4) if pool else map(turn_features, sources)
-            kept, kept_feats = [], []
-            for (turn, _), (feat, reason, duration) in zip(block, feats):
-                if feat is None:
-                    errors.append((turn.name, turn.describe(reason)))
-                    continue
-                if feat.shape[0] < FRAMES_PER_CHUNK:
-                    (whole if is_whole_turn_chunked(feat.shape[0]) else padded).append(turn.name)
-                if window is None and duration > LONG_RECORDING_SECONDS:
-                    long_files.append((turn.name, duration))
-                if duration < SHORTEST_TRAINING_TURN_SECONDS:
-                    short_turns.append((turn, duration))
-                kept.append(turn)
-                kept_feats.append(feat)
-            if kept:
-                scores, emb = runner.predict(kept_feats, embeddings)
-                rows += score_rows(kept, scores, windowed=window is not None)
-                turns += kept
-                if embeddings:
-                    for m in range(len(EMOTIONS)):
-                        vectors[m].append(emb[m])
-            bar.update(sum(turn.last for turn, _ in block))
-    finally:
-        bar.close()
-        if pool:
-            pool.shutdown()
-    if whole or padded:   # with --window, only a file shorter than one chunk: its one window
-        warnings.warn(short_turn_warning(whole, padded, "file(s)"), stacklevel=2)
-    if embeddings:
-        vectors = [np.concatenate(v) if v else np.zeros((0, EMBED_DIM), np.float32) for v in vectors]
-    return Prediction(rows, errors, turns, vectors if embeddings else None, long_files, short_turns)
+    return prediction_flags.parse_args(argv, __doc__, PREDICT_DIR, OUTPUT_CSV)
 
 
 # --- outputs --------------------------------------------------------------------------------------------
@@ -325,11 +42,6 @@ def write_csv(path, header, rows):
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(rows)
-
-
-def csv_header(windowed):
-    """The output CSV's columns: File_Name[, Start, End], Aro-Score, Dom-Score, Val-Score."""
-    return ["File_Name"] + (["Start", "End"] if windowed else []) + [SCORE_COLUMNS[e] for e in EMOTIONS]
 
 
 def error_report_path(output):
@@ -362,34 +74,6 @@ def write_plots(folder, result, title, norm):
         scores = [row[3:] for row in rows]
         plot_over_time(os.path.join(folder, png), spans, scores, f"{name}: {title}", label_band(norm))
     return len(by_file)
-
-
-def models_title(args, runner):
-    """What made the predictions: the temporal type, and the release or the model folder."""
-    if args.onnx:
-        return f"{runner.temporal_type} models ({runner.source})"
-    source = f"release {args.release}" if args.release else args.model_dir
-    return f"{args.model_type} models ({source})"
-
-
-def long_recording_warning(long_files):
-    """The summary's warning about files summarised as one turn although they are long."""
-    name, duration = max(long_files, key=lambda f: f[1])
-    return (f"{len(long_files)} file(s) longer than {LONG_RECORDING_SECONDS:g} s were each "
-            f"summarised as one turn ({CHUNKS_PER_TURN} chunks of about 1 s spread over the file); "
-            f"the longest is {name} ({duration:.1f} s). For emotion over time use "
-            f"--window {LONG_RECORDING_SECONDS:g}")
-
-
-def short_recording_warning(short_turns, window=None):
-    """The summary's warning about files (or windows) shorter than the shortest training turn."""
-    turn, duration = min(short_turns, key=lambda t: t[1])
-    advice = "" if window is None or window >= SHORTEST_TRAINING_TURN_SECONDS else \
-        f" (--window {window:g} is shorter than that)"
-    return (f"{len(short_turns)} {'file(s)' if window is None else 'window(s)'} shorter "
-            f"than {SHORTEST_TRAINING_TURN_SECONDS:g} s, the shortest turn the models were trained on, "
-            f"were predicted all the same{advice}; the shortest is {turn.name}"
-            f"{'' if turn.span is None else ', ' + turn.span} ({duration:.2f} s)")
 
 
 def main(argv=None):

@@ -33,7 +33,7 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass, replace
 
-import main as train_script
+from deepemocluster.corpus import CACHE_DIR, FEATURES_DIR, LABELS_CSV, NORM_DIR, UNLABELED_FEATURES_DIR
 from sweep.preflight import check_sweep
 from sweep import slurm as sweep_slurm
 from sweep import slurm_job as sweep_slurm_job
@@ -87,12 +87,12 @@ def parse_args(argv=None):
     g.add_argument("-batch", "--batch_size", type=at_least(1, "-batch"), default=64,
                    help="turns per batch (default 64)")
     d = p.add_argument_group("data (as main.py and online_testing.py take them)")
-    d.add_argument("--features", default=train_script.FEATURES_DIR, help="folder of .mat features")
-    d.add_argument("--labels", default=train_script.LABELS_CSV, help="labels_concensus.csv")
-    d.add_argument("--norm-dir", default="./NormTerm", help="NormTerm folder")
-    d.add_argument("--unlabeled-features", default=train_script.UNLABELED_FEATURES_DIR,
+    d.add_argument("--features", default=FEATURES_DIR, help="folder of .mat features")
+    d.add_argument("--labels", default=LABELS_CSV, help="labels_concensus.csv")
+    d.add_argument("--norm-dir", default=NORM_DIR, help="NormTerm folder")
+    d.add_argument("--unlabeled-features", default=UNLABELED_FEATURES_DIR,
                    help="folder of unlabelled .mat features (for -unlabel N > 0)")
-    d.add_argument("--cache-dir", default=train_script.CACHE_DIR,
+    d.add_argument("--cache-dir", default=CACHE_DIR,
                    help="chunk cache folder, shared by all runs")
     d.add_argument("--val-split", default="auto", help="validation split (main.py's --val-split)")
     d.add_argument("--split", default=TEST_SPLIT, help="split to test on (default Test1)")

@@ -309,8 +309,10 @@ def add_model_args(parser, one_model=True, runtime=True):
     """The original's five flags (-ep -batch -emo -nc -mt) and the shared run flags.
 
     Without `one_model` (prediction, export: three attribute models), no -emo, -nc or
-    -unlabel: release_flags.add_model_selection adds per-attribute ones. Without `runtime`,
+    -unlabel: deepemocluster.model_flags.add_model_selection adds per-attribute ones. Without `runtime`,
     no --device or --precision."""
+    from deepemocluster.corpus import MODEL_DIR, NORM_DIR
+
     parser.add_argument("-ep", "--epochs", type=at_least(1, "-ep"), default=DEFAULT_EPOCHS,
                         help=f"training epochs (default {DEFAULT_EPOCHS})")
     parser.add_argument("-batch", "--batch_size", type=at_least(1, "-batch"), default=DEFAULT_BATCH,
@@ -326,8 +328,8 @@ def add_model_args(parser, one_model=True, runtime=True):
     if one_model:
         parser.add_argument("-unlabel", "--unlabel_size", type=at_least(0, "-unlabel"), default=0,
                             help="unlabelled turns per epoch for semi-supervised training (default 0)")
-    parser.add_argument("--norm-dir", default="./NormTerm", help="NormTerm folder")
-    parser.add_argument("--model-dir", default="./trained_models", help="checkpoint folder")
+    parser.add_argument("--norm-dir", default=NORM_DIR, help="NormTerm folder")
+    parser.add_argument("--model-dir", default=MODEL_DIR, help="checkpoint folder")
     if runtime:
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",

@@ -1,5 +1,5 @@
 """Items 3 and 4: online testing (online_testing.test_ccc) and end-to-end prediction
-(prediction_process.predict_folder), each against the baseline."""
+(prediction.predict_folder), each against the baseline."""
 import contextlib
 import io
 import os
@@ -10,7 +10,7 @@ import torch
 
 import export_onnx
 import online_testing
-import prediction_process
+from deepemocluster import prediction
 from bench import EMOTION, SEED
 from bench.baseline import baseline_predict, baseline_test_ccc, model_pair
 from bench.machine import fast_backends, original_backends
@@ -83,7 +83,7 @@ def export_for_onnx_runtime(corpus, args, models):
 
 
 def bench_prediction(corpus, args, device, repeats, bf16_infer):
-    """prediction_process.predict_folder (1 worker and --workers) vs the baseline, and with
+    """prediction.predict_folder (1 worker and --workers) vs the baseline, and with
     the same models exported to ONNX and run by ONNX Runtime (1 worker): files/s."""
     wavs, _ = walk_audio(corpus.predict)
     norm = load_norm_term(corpus.norm_dir)
@@ -96,15 +96,15 @@ def bench_prediction(corpus, args, device, repeats, bf16_infer):
     for w in sorted({1, args.workers}):
         def run(w=w):
             fast_backends(device, bf16_infer)        # as prediction_process.main sets them
-            res[w] = prediction_process.predict_folder(
-                wavs, prediction_process.TorchModels(fast, norm, device, bf16_infer), w)
+            res[w] = prediction.predict_folder(
+                wavs, prediction.TorchModels(fast, norm, device, bf16_infer), w)
         t = timed(run, repeats, device)
         out[w] = rate(len(wavs), t) + (t,)
 
     onnx_runner = OnnxModels(export_for_onnx_runtime(corpus, args, base))
 
     def run_onnx():
-        res["onnx"] = prediction_process.predict_folder(wavs, onnx_runner, 1)
+        res["onnx"] = prediction.predict_folder(wavs, onnx_runner, 1)
     t_onnx = timed(run_onnx, repeats, device)
     out["onnx"] = rate(len(wavs), t_onnx) + (t_onnx,)
 

@@ -9,7 +9,7 @@ agree with the release.
 import argparse
 import os
 
-import fetch_models
+from deepemocluster import releases
 from utils import DEFAULT_CLUSTERS, EMOTIONS, UserError, add_model_args, at_least
 
 # dest → the flag that sets it, for the flags a release decides.
@@ -21,8 +21,8 @@ RELEASE_FLAGS = {"epochs": "-ep", "batch_size": "-batch", "num_clusters": "-nc",
 def add_release_flag(parser):
     """Add --release and defer the defaults of the flags it sets; returns those defaults
     (pass them to apply_release after parsing)."""
-    parser.add_argument("--release", metavar="NAME", choices=sorted(fetch_models.RELEASES),
-                        help="use the authors' released models NAME (" + ", ".join(fetch_models.RELEASES)
+    parser.add_argument("--release", metavar="NAME", choices=sorted(releases.RELEASES),
+                        help="use the authors' released models NAME (" + ", ".join(releases.RELEASES)
                              + "), fetched with `.venv/bin/python fetch_models.py NAME`: sets the model and "
                                "NormTerm folders, -ep, -batch, -nc, -unlabel (and -mt when the "
                                "release has one type)")
@@ -48,8 +48,8 @@ def apply_release(args, defaults, emotion=None):
                 raise UserError(f"{flag} {shown(getattr(args, dest))} contradicts --release "
                                 f"{args.release}, which sets {flag} {shown(values[dest])}: leave "
                                 f"{flag} out, or leave out --release")
-        root = fetch_models.RELEASED_DIR
-        fetch_models.check_release(args.release, values["model_type"], root)
+        root = releases.RELEASED_DIR
+        releases.check_release(args.release, values["model_type"], root)
     for dest in set(RELEASE_FLAGS) - given:
         setattr(args, dest, values[dest])
     return args
@@ -57,8 +57,8 @@ def apply_release(args, defaults, emotion=None):
 
 def release_settings(name, default_type, emotion=None):
     """The value of every flag in RELEASE_FLAGS for the release `name`."""
-    release = fetch_models.RELEASES[name]
-    model_dir, norm_dir = fetch_models.release_dirs(name, fetch_models.RELEASED_DIR)
+    release = releases.RELEASES[name]
+    model_dir, norm_dir = releases.release_dirs(name, releases.RELEASED_DIR)
     types = release.temporal_types
     if emotion:
         clusters, unlabel = release.clusters[emotion], release.unlabel[emotion]

@@ -10,7 +10,7 @@
 A Predictor takes prediction_process.py's model flags as keyword arguments (release,
 model_type, model_dir, norm_dir, epochs, batch_size, num_clusters, unlabel_size, device,
 precision, workers, or onnx for the files of export_onnx.py), checked as the command line
-checks them, and loads the Act, Dom and Val models once. predict() runs prediction_process.predict_folder on what it is given, so a file
+checks them, and loads the Act, Dom and Val models once. predict() runs the prediction engine (prediction.predict_folder) on what it is given, so a file
 gets the row the CSV gives it; an array is predicted as a file holding those samples would be.
 """
 import contextlib
@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-import prediction_process
+from deepemocluster import prediction, prediction_flags
 from deepemocluster.features import walk_audio
 from utils import EMOTIONS, UserError
 
@@ -32,11 +32,11 @@ FLAGS = {"release": "--release", "model_type": "-mt", "model_dir": "--model-dir"
 
 
 def script_args(argv):
-    """prediction_process.py's parsed flags; a flag it refuses is a UserError with its message."""
+    """prediction_process.py's parsed flags (deepemocluster/prediction_flags.py); a flag it refuses is a UserError with its message."""
     shown = io.StringIO()
     try:
         with contextlib.redirect_stderr(shown):
-            return prediction_process.parse_args(argv)
+            return prediction_flags.parse_args(argv)
     except SystemExit:
         lines = shown.getvalue().strip().splitlines() or ["invalid settings"]
         raise UserError(lines[-1].split("error: ", 1)[-1]) from None
@@ -60,10 +60,10 @@ class Predictor:
         self.argv = [word for key, value in settings.items() if value is not None
                      for word in (FLAGS[key], flag_value(value))]
         self.args = script_args(self.argv)
-        self.runner = prediction_process.load_runner(self.args)
+        self.runner = prediction.load_runner(self.args)
 
     def __repr__(self):
-        return f"Predictor({prediction_process.models_title(self.args, self.runner)})"
+        return f"Predictor({prediction.models_title(self.args, self.runner)})"
 
     def predict(self, audio, sample_rate=None, window=None, hop=None, embeddings=False, name="audio",
                 skip_errors=False):
@@ -82,8 +82,7 @@ class Predictor:
 
         window, hop = self.window_flags(window, hop)
         items = self.inputs(audio, sample_rate, name)
-        result = prediction_process.predict_folder(items, self.runner, self.args.workers, window, hop,
-                                                   embeddings)
+        result = prediction.predict_folder(items, self.runner, self.args.workers, window, hop, embeddings)
         if result.errors:
             listed = "; ".join(f"{file}: {reason}" for file, reason in result.errors[:3])
             message = f"{len(result.errors)} of {len(items)} input(s) could not be predicted: {listed}"
@@ -91,11 +90,11 @@ class Predictor:
                 raise UserError(message)
             warnings.warn(message, stacklevel=2)
         if result.long_files:
-            warnings.warn(prediction_process.long_recording_warning(result.long_files), stacklevel=2)
+            warnings.warn(prediction.long_recording_warning(result.long_files), stacklevel=2)
         if result.short_turns:
-            warnings.warn(prediction_process.short_recording_warning(result.short_turns, window),
+            warnings.warn(prediction.short_recording_warning(result.short_turns, window),
                           stacklevel=2)
-        table = pd.DataFrame(result.rows, columns=prediction_process.csv_header(window is not None))
+        table = pd.DataFrame(result.rows, columns=prediction.csv_header(window is not None))
         if embeddings:
             return table, dict(zip(EMOTIONS, result.embeddings))
         return table
@@ -122,7 +121,7 @@ class Predictor:
             samples = np.asarray(audio, dtype=np.float32)
             if samples.ndim == 2:
                 samples = samples.mean(axis=1)
-            return [prediction_process.Clip(name, samples, int(sample_rate))]
+            return [prediction.Clip(name, samples, int(sample_rate))]
         paths = [os.fspath(audio)] if isinstance(audio, (str, os.PathLike)) else [os.fspath(p) for p in audio]
         if len(paths) == 1 and os.path.isdir(paths[0]):
             paths = walk_audio(paths[0])[0]

@@ -19,8 +19,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from demo import speech as speech  # noqa: E402
-import make_demo_corpus as demo  # noqa: E402
+from demo import speakers as demo  # noqa: E402
+from demo import speech  # noqa: E402
 from utils import atomic_path, run_cli  # noqa: E402
 
 SPEAKER_ID = 900            # beyond the demo corpus's speakers

@@ -9,10 +9,11 @@ splits hold, the cluster counts against the Train split, and the unlabelled pool
 """
 import os
 
+from clustering import check_cluster_count
+from deepemocluster.corpus import unlabelled_files
 from deepemocluster.distributed import check_batch
 from deepemocluster.features import load_norm_term
 from deepemocluster.labels import feature_paths, read_labels, validation_split
-from main import check_cluster_count, unlabelled_files
 from deepemocluster.compute import pick_device
 from utils import TRAIN_SPLIT, UserError
 

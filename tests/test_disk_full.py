@@ -206,7 +206,7 @@ def test_a_chunk_cache_that_cannot_fit_is_refused_before_it_is_built(corpus, tmp
             (cache / (name + ext)).write_bytes(b"\0" * n)
             os.utime(cache / (name + ext), (1e9 - age, 1e9 - age))
     (cache / "notes.npy").write_bytes(b"not a cache")
-    monkeypatch.setattr(diskspace, "free_bytes", lambda folder: 1_000_000)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda folder: 1_000_000)
     argv = train_argv(corpus, model_dir, epochs=1)
     argv[argv.index("--cache-dir") + 1] = cache
     older = (f"Chunk caches of other inputs or NormTerm in {cache}, which this run does not use "
@@ -223,7 +223,7 @@ def test_a_chunk_cache_that_cannot_fit_is_refused_before_it_is_built(corpus, tmp
     # online_testing.py builds its cache in the same place: the same check.
     save_models(model_dir, epochs=1)
     test_argv = argv + ["--cache-dtype", "float16"]
-    monkeypatch.setattr(diskspace, "free_bytes", lambda folder: 300_000)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda folder: 300_000)
     assert cli(online_testing, test_argv) == 1
     assert capsys.readouterr().err == (
         f"error: the Test1 chunk cache needs {human_size(cache_bytes(2, 'float16'))} in {cache}, but "
@@ -232,7 +232,7 @@ def test_a_chunk_cache_that_cannot_fit_is_refused_before_it_is_built(corpus, tmp
 
 def test_training_that_cannot_fit_stops_before_the_first_epoch(corpus, tmp_path, monkeypatch, capsys):
     model_dir = str(tmp_path / "m")
-    monkeypatch.setattr(diskspace, "free_bytes",
+    monkeypatch.setattr(disk_space, "free_bytes",
                         lambda folder: 5_000_000 if folder == model_dir else 10 ** 12)
     assert cli(train_script, train_argv(corpus, model_dir, epochs=2)) == 1
     model = build_model("Temp-Triplet", K)
@@ -276,13 +276,13 @@ def test_the_training_room_is_what_the_files_take(tmp_path, monkeypatch):
         assert size <= estimate <= 1.05 * size, key
     needed = ckpt + 2 * resume + clusters + disk_space.SMALL_FILES_BYTES
     folder = str(tmp_path)
-    monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda f: needed)
     disk_space.check_training_room(folder, [], model, 4, 2)
-    monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed - 1)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda f: needed - 1)
     with pytest.raises(UserError, match="training needs"):
         disk_space.check_training_room(folder, [], model, 4, 2)
     existing = sum(os.path.getsize(p) for p in run.values())
-    monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed - existing)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda f: needed - existing)
     disk_space.check_training_room(folder, list(run.values()), model, 4, 2)
 
 
@@ -530,7 +530,7 @@ def test_a_turn_listed_twice_in_a_split_is_refused_with_the_count_and_names(tmp_
     rows = [(f"t{i}.wav", "Train") for i in range(9)] + [("v.wav", "Validation")]
     rows += [("t1.wav", "Train"), ("t1", "Train"), ("sub/t2.wav", "Train")]   # .wav, folder dropped
     rows += [(f"t{i}.wav", "Train") for i in range(3, 8)]
-    path = labels_file(tmp_path / "deepemocluster.labels.csv", rows)
+    path = labels_file(tmp_path / "labels.csv", rows)
     with pytest.raises(UserError) as err:
         read_labels(path, "Train", ("Val",))
     assert str(err.value) == (

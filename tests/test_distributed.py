@@ -103,7 +103,7 @@ def small_corpus(tiny_corpus, tmp_path_factory):
     with open(tiny_corpus["labels"]) as f:
         head, *rows = f.read().splitlines()
     split = {s: [r for r in rows if r.endswith("," + s)] for s in ("Train", "Validation")}
-    path = tmp_path_factory.mktemp("small") / "deepemocluster.labels.csv"
+    path = tmp_path_factory.mktemp("small") / "labels.csv"
     path.write_text("\n".join([head] + split["Train"][:TRAIN_TURNS] + split["Validation"][:VAL_TURNS]) + "\n")
     return dict(tiny_corpus, labels=str(path))
 

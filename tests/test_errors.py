@@ -308,7 +308,7 @@ def test_turns_shorter_than_one_chunk_are_padded_and_counted(corpus, tmp_path):
     save_mat(str(features / "short_turn.mat"), FEATURE_VAR, short)
     rows = read_rows(corpus["labels"])
     rows.append(dict(rows[0], FileName="short_turn.wav"))
-    labels = write_labels(str(tmp_path / "deepemocluster.labels.csv"), rows, list(rows[0]))
+    labels = write_labels(str(tmp_path / "labels.csv"), rows, list(rows[0]))
     norm = {"Val_mean": 4.0, "Val_std": 1.5, "feat_mean": np.full(128, 2.5), "feat_std": np.full(128, 1.5)}
     with pytest.warns(UserWarning, match=r"Train: 1 turn\(s\) shorter than 62 frames were padded with zeros"):
         data = LabelledTurns("Train", labels, str(features), norm, "Val", str(tmp_path / "cache"))

@@ -146,7 +146,7 @@ def test_a_failing_compilation_falls_back_to_eager_with_a_warning():
 
 def test_when_auto_compiles(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(runtime, "cxx_compiler", lambda: "/usr/bin/c++")
+    monkeypatch.setattr(compute, "cxx_compiler", lambda: "/usr/bin/c++")
     fp32, bf16 = compute.COMPILE_MIN_BATCHES["fp32"], compute.COMPILE_MIN_BATCHES["bf16"]
     assert fp32 < bf16                                              # an fp32 step gains more
     assert compute.use_compile("auto", cpu, "auto", fp32)
@@ -157,7 +157,7 @@ def test_when_auto_compiles(monkeypatch):
     assert not compute.use_compile("auto", cpu, "fp32", 10 * bf16)   # the original numerics exactly
     assert not compute.use_compile("auto", cuda, "auto", 10 * bf16)
     assert compute.use_compile("on", cpu, "fp32", 1) and not compute.use_compile("off", cpu, "auto", 10 * bf16)
-    monkeypatch.setattr(runtime, "cxx_compiler", lambda: None)
+    monkeypatch.setattr(compute, "cxx_compiler", lambda: None)
     assert not compute.use_compile("auto", cpu, "auto", 10 * bf16)
 
 

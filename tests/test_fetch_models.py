@@ -10,7 +10,8 @@ import threading
 import pytest
 
 import fetch_models
-from fetch_models import RELEASES, Release, check_release, release_dirs
+from deepemocluster import releases
+from deepemocluster.releases import RELEASES, Release, check_release, release_dirs
 from model import checkpoint_name
 from utils import EMOTIONS, TEMPORAL_TYPES, UserError, current_umask, run_cli
 
@@ -36,7 +37,7 @@ def fixture_content(seed, size):
 def release(monkeypatch):
     """A fixture release of 6 models (2 temporal types) and 3 NormTerm files, with its contents."""
     contents = {path: fixture_content(path, 1000) for path in NORM_NAMES}
-    monkeypatch.setattr(fetch_models, "NORM_TERM_BLOBS", {p: git_blob_id(c) for p, c in contents.items()})
+    monkeypatch.setattr(releases, "NORM_TERM_BLOBS", {p: git_blob_id(c) for p, c in contents.items()})
     blobs = {}
     for emo in EMOTIONS:
         for mt in FIXTURE_TYPES:

@@ -79,7 +79,7 @@ def test_outputs_get_the_permissions_of_an_ordinary_write(umask, mode, tmp_path)
 def plotted(monkeypatch, history, title="Temp-CNN, Val, K = 4, 3 epochs, batch 4"):
     """The two figures plot_trends draws, captured instead of written."""
     figures = []
-    monkeypatch.setattr(run_files, "save_figure", lambda fig, path: figures.append((fig, path)))
+    monkeypatch.setattr(training_files, "save_figure", lambda fig, path: figures.append((fig, path)))
     run = type("Run", (), {"nmi_val_plot": "a.png", "train_plot": "b.png"})()
     training_files.plot_trends(history, run, title)
     return figures

@@ -16,11 +16,13 @@ import pytest
 import torch
 
 from conftest import ROOT
+from deepemocluster import releases  # noqa: E402
 
 import export_onnx  # noqa: E402
 import fetch_models  # noqa: E402
 from deepemocluster import onnx_runner  # noqa: E402
 import prediction_process  # noqa: E402
+from deepemocluster import prediction  # noqa: E402
 from deepemocluster.features import load_norm_term  # noqa: E402
 from model import ARCH, build_model, load_model, prepare_for_inference, released_state_dict  # noqa: E402
 from test_prediction_windows import voice, write_audio  # noqa: E402
@@ -96,7 +98,7 @@ def pytorch_fp32(model_dir, norm_dir, temporal_type, clusters, names):
     """prediction_process's PyTorch runner under --precision fp32 (the original numerics)."""
     models = [prepare_for_inference(load_model(os.path.join(model_dir, name), temporal_type, k),
                                     torch.device("cpu"), fast=False) for name, k in zip(names, clusters)]
-    return prediction_process.TorchModels(models, load_norm_term(norm_dir), torch.device("cpu"))
+    return prediction.TorchModels(models, load_norm_term(norm_dir), torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +145,7 @@ def assert_equal_predictions(got, expected):
 # --- 1–3: export, and ONNX Runtime equal to PyTorch fp32 --------------------------------------------
 @pytest.mark.parametrize("temporal_type", TEMPORAL_TYPES)
 def test_every_type_exports_and_equals_pytorch_fp32(temporal_type, released, tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch_models, "RELEASED_DIR", str(released))
+    monkeypatch.setattr(releases, "RELEASED_DIR", str(released))
     release = fetch_models.RELEASES[RELEASE_OF[temporal_type]]
     out = tmp_path / "onnx"
     assert export_onnx.main(["--release", release.name, "-mt", temporal_type, "--output", str(out)]) == 0

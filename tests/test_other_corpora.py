@@ -13,6 +13,7 @@ import main as train_main
 import norm_para
 import online_testing
 import prediction_process
+from deepemocluster import prediction
 from conftest import ROOT
 from deepemocluster.plots import BAND_STDS, label_band
 from deepemocluster.features import load_norm_term
@@ -85,7 +86,7 @@ def test_labels_on_a_1_to_5_scale_train_test_and_predict_on_that_scale(tiny_corp
                                             norm_dir, "--model-dir", str(model_dir)]) == 0
     with open(output, newline="") as f:
         predicted = {r["File_Name"]: r for r in csv.DictReader(f)}
-    scores = np.array([[float(predicted[s + ".wav"][prediction_process.SCORE_COLUMNS[e]]) for e in EMOTIONS]
+    scores = np.array([[float(predicted[s + ".wav"][prediction.SCORE_COLUMNS[e]]) for e in EMOTIONS]
                        for s in stems])
     z = (scores - [norm[f"{e}_mean"] for e in EMOTIONS]) / [norm[f"{e}_std"] for e in EMOTIONS]
     np.testing.assert_allclose(z[:, 1], z[:, 0], rtol=0, atol=2e-6)

@@ -4,6 +4,7 @@ import argparse
 
 import pytest
 
+from deepemocluster import releases
 from prediction_process import parse_args
 from deepemocluster.model_flags import cluster_counts
 from utils import UserError
@@ -90,7 +91,7 @@ def installed(tmp_path, monkeypatch):
         target = root / "v1.8-ssl" / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(b"")
-    monkeypatch.setattr(fetch_models, "RELEASED_DIR", str(root))
+    monkeypatch.setattr(releases, "RELEASED_DIR", str(root))
     return root
 
 
@@ -138,7 +139,7 @@ def test_a_release_not_fetched_says_how_to_fetch_it(tmp_path, monkeypatch, capsy
     import prediction_process
     from utils import run_cli
 
-    monkeypatch.setattr(fetch_models, "RELEASED_DIR", str(tmp_path / "nothing"))
+    monkeypatch.setattr(releases, "RELEASED_DIR", str(tmp_path / "nothing"))
     with pytest.raises(UserError, match="python fetch_models.py v1.8-ssl"):
         parse_args(["--release", "v1.8-ssl"])
     with pytest.raises(UserError, match="python fetch_models.py v1.8 -mt Temp-GRU"):
@@ -174,7 +175,7 @@ def test_release_predicts_with_the_release_files(tmp_path, monkeypatch, capsys):
     from conftest import write_random_release
 
     write_random_release(tmp_path / "released", "v1.8-ssl")
-    monkeypatch.setattr(fetch_models, "RELEASED_DIR", str(tmp_path / "released"))
+    monkeypatch.setattr(releases, "RELEASED_DIR", str(tmp_path / "released"))
     audio = tmp_path / "in"
     audio.mkdir()
     t = np.arange(2 * 16000) / 16000

@@ -12,6 +12,7 @@ import torch
 from conftest import ROOT, SR
 
 import prediction_process  # noqa: E402
+from deepemocluster import prediction  # noqa: E402
 from deepemocluster import time_windows  # noqa: E402
 from deepemocluster.features import chunk_turn, extract_features, load_norm_term, normalise_features  # noqa: E402
 from model import (ARCH, build_model, checkpoint_name, predict_batch,  # noqa: E402
@@ -147,7 +148,7 @@ def test_each_window_is_predicted_as_a_file_holding_only_its_samples(setup, tmp_
              "d_stereo44k.wav": (5.3, 44100, 2, {}), "e_float.wav": (4.2, 22050, 1, {"subtype": "FLOAT"})}
     for i, (name, (length, rate, ch, kw)) in enumerate(files.items()):
         write_audio(str(audio / name), voice(length, rate, ch, seed=i), rate, **kw)
-    out = tmp_path / "deepemocluster.time_windows.csv"
+    out = tmp_path / "windows.csv"
     assert predict(setup, audio, out, "--window", 2, "--hop", 1.5) == 0
     rows = read_csv(out)
     assert rows[0] == ["File_Name", "Start", "End"] + SCORES
@@ -403,7 +404,7 @@ def test_a_long_recording_is_read_one_window_at_a_time(setup, tmp_path, monkeypa
     def whole_file_read(*args, **kwargs):
         raise AssertionError("the whole file was read")
 
-    real_predict = prediction_process.predict_batch
+    real_predict = prediction.predict_batch
 
     def spy_predict(models, chunks, *args, **kwargs):
         batches.append(chunks.shape[0])
@@ -411,8 +412,8 @@ def test_a_long_recording_is_read_one_window_at_a_time(setup, tmp_path, monkeypa
 
     monkeypatch.setattr(time_windows.ForwardReader, "read", spy_read)
     monkeypatch.setattr(sf, "read", whole_file_read)
-    monkeypatch.setattr(prediction_process, "extract_features", whole_file_read)
-    monkeypatch.setattr(prediction_process, "predict_batch", spy_predict)
+    monkeypatch.setattr(prediction, "extract_features", whole_file_read)
+    monkeypatch.setattr(prediction, "predict_batch", spy_predict)
     out = tmp_path / "pred.csv"
     assert predict(setup, audio, out, "--window", window) == 0
     rows = read_csv(out)[1:]

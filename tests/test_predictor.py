@@ -20,6 +20,7 @@ import soundfile as sf
 import fetch_models
 import prediction_process
 from conftest import ROOT, SR, write_random_release
+from deepemocluster import releases  # noqa: E402
 from deepemocluster.predictor import Predictor
 from test_prediction_windows import save_models, voice, write_audio, write_norm_term
 from deepemocluster.features import extract_features
@@ -145,7 +146,7 @@ def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
     snippet = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     assert 'Predictor(release="v1.8-ssl")' in snippet
     write_random_release(tmp_path / "released", "v1.8-ssl")
-    monkeypatch.setattr(fetch_models, "RELEASED_DIR", str(tmp_path / "released"))
+    monkeypatch.setattr(releases, "RELEASED_DIR", str(tmp_path / "released"))
     monkeypatch.chdir(tmp_path)
     write_audio("recordings/a.wav", voice(3.0, seed=1))
     write_audio("recordings/b.flac", voice(25.0, seed=2), subtype="PCM_16")

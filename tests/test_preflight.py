@@ -96,7 +96,7 @@ def test_missing_feature_and_normterm_files(grid):
 
 
 def test_labels_file_without_a_column_of_the_grid(grid):
-    labels = grid["tmp"] / "deepemocluster.labels.csv"
+    labels = grid["tmp"] / "labels.csv"
     with open(grid["corpus"]["labels"], newline="") as f:
         rows = list(csv.DictReader(f))
     with open(labels, "w", newline="") as f:

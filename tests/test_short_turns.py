@@ -48,7 +48,7 @@ def test_online_testing_chunks_53_to_61_frames_whole_and_pads_shorter(tiny_corpu
     test_rows = [r for r in rows if r["Split_Set"] == "Test1"]
     rows += [dict(test_rows[0], FileName="turn_55.wav", EmoVal="6.5"),
              dict(test_rows[0], FileName="turn_40", EmoVal="1.5")]
-    labels = str(tmp_path / "deepemocluster.labels.csv")
+    labels = str(tmp_path / "labels.csv")
     with open(labels, "w", newline="") as f:
         w = csv.DictWriter(f, list(rows[0]))
         w.writeheader()

@@ -30,9 +30,9 @@ import pytest
 from conftest import ROOT
 
 import reproduce  # noqa: E402
-from sweep import local  # noqa: E402
-from sweep import run  # noqa: E402
-from sweep import slurm  # noqa: E402
+from sweep import local as sweep_local  # noqa: E402
+from sweep import run as sweep_run  # noqa: E402
+from sweep import slurm as sweep_slurm  # noqa: E402
 from model import read_checkpoint  # noqa: E402
 from sweep.run import Run, plan, trained_epochs  # noqa: E402
 from sweep.slurm import ledger_path  # noqa: E402
@@ -242,7 +242,7 @@ def test_failed_job_is_recorded_and_the_others_go_on(cluster, env, tmp_path, cap
     bad, good = jobs[bad_name], jobs[os.path.basename(run_folder(out, "Temp-Triplet", 31))]
     assert (good["state"], good["status"]) == ("COMPLETED", "done")
     assert (bad["state"], bad["status"]) == ("FAILED", "failed")
-    assert os.path.isfile(bad["log"]) and len(bad["error"]) == slurm.ERROR_LINES
+    assert os.path.isfile(bad["log"]) and len(bad["error"]) == sweep_slurm.ERROR_LINES
     message = f"main.py: error: cannot read features from {pool / 'damaged.mat'}"
     assert any(message in line for line in bad["error"])
     assert f"failed: {bad_name} (job {bad['job_id']}, FAILED); log: {bad['log']}" in printed
@@ -282,7 +282,7 @@ class Background:
     reach the jobs pickled by value), polling SLURM every second; its output collected."""
 
     def __init__(self, argv):
-        code = ("import runpy, sys, sweep_slurm; slurm.POLL_SECONDS = 1; "
+        code = ("import runpy, sys; from sweep import slurm; slurm.POLL_SECONDS = 1; "
                 "sys.argv = ['reproduce.py'] + sys.argv[1:]; "
                 "runpy.run_path('reproduce.py', run_name='__main__')")
         self.proc = subprocess.Popen([sys.executable, "-c", code] + argv, cwd=ROOT, text=True,
@@ -363,7 +363,7 @@ def test_cancelled_job_is_submitted_again_and_timed_out_job_resumes(cluster, env
     assert f"interrupted: 1 SLURM job(s) keep running ({job_b}); collect them with " \
            f"`{sys.executable} {ROOT}/reproduce.py --report {out}`" in printed
     assert "or run the same reproduce.py command again" in printed
-    assert slurm.status_of(job_field(job_b, "JobState")) in slurm.IN_FLIGHT   # left to SLURM
+    assert sweep_slurm.status_of(job_field(job_b, "JobState")) in sweep_slurm.IN_FLIGHT   # left to SLURM
     assert reproduce.main(["--report", str(out)]) == 0
     report = capsys.readouterr().out
     assert re.search(r"0 done, [01] queued, [01] running, 0 failed, 1 cancelled of 2", report)
@@ -472,9 +472,9 @@ def test_a_job_suspended_then_resumed_is_seen_running_again(cluster):
         for action, state in ((None, "RUNNING"), ("suspend", "SUSPENDED"), ("resume", "RUNNING")):
             if action:
                 slurm("scontrol", action, job)
-            wait_until(f"job {job} {state}", lambda: slurm.sacct_states([job]).get(job) == state,
+            wait_until(f"job {job} {state}", lambda: sweep_slurm.sacct_states([job]).get(job) == state,
                        seconds=60)
-            assert slurm.status_of(state) == "running"
+            assert sweep_slurm.status_of(state) == "running"
     finally:
         slurm("scancel", job)
 
@@ -529,19 +529,19 @@ def test_several_gpus_per_run_train_under_torchrun(env, tmp_path):
         argv + ["--executor", "slurm", "--slurm-gpus-per-run", "2", "--slurm-cpus-per-run", "4"]))
     assert (s.processes, s.threads, s.slots) == (2, 2, ("cuda",))
     run = reproduce.grid(s)[0]
-    (_, train), (_, test) = run.commands(run, s, "cuda", "train")
+    (_, train), (_, test) = sweep_run.commands(run, s, "cuda", "train")
     assert train[:train.index("main.py") + 1] == [sys.executable, "-m", "torch.distributed.run",
                                                   "--standalone", "--nproc_per_node", "2", "main.py"]
     assert test[:2] == [sys.executable, "online_testing.py"]
 
     here = dataclasses.replace(s, slots=("cpu",), slurm=None)
-    status, error, _ = local.run_one(run, here, "cpu", local.Children(), "")
+    status, error, _ = sweep_local.run_one(run, here, "cpu", sweep_local.Children(), "")
     assert (status, error) == ("ok", "")
     with open(os.path.join(run.folder, "main.log")) as f:
         log = f.read()
     assert "OMP_NUM_THREADS=2): " + " ".join(train[:7]) in log
     assert "on 2 processes (gloo, cpu" in log
-    assert re.fullmatch(r"cpu \((bf16|fp32)\) x 2 processes", run.trained_device(run))
+    assert re.fullmatch(r"cpu \((bf16|fp32)\) x 2 processes", sweep_run.trained_device(run))
     assert read_checkpoint(run.path(""))["arch"]
     assert plan(run, TEST_SPLIT) == "done"
 
@@ -552,15 +552,15 @@ def test_a_failed_script_is_recorded_by_its_error_line_not_a_launcher_report(tmp
     script = ("import sys; print('error: -nc 4 needs more turns', file=sys.stderr); "
               "print('=' * 20, file=sys.stderr); print('ChildFailedError', file=sys.stderr); sys.exit(1)")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    rc, last = local.execute([sys.executable, "-c", script], str(tmp_path / "main.log"), env,
-                                   os.open(str(tmp_path), os.O_RDONLY), local.Children(), "train")
+    rc, last = sweep_local.execute([sys.executable, "-c", script], str(tmp_path / "main.log"), env,
+                                   os.open(str(tmp_path), os.O_RDONLY), sweep_local.Children(), "train")
     assert (rc, last) == (1, "error: -nc 4 needs more turns")
-    rc, last = local.execute([sys.executable, "-c", "import sys; print('x', file=sys.stderr); sys.exit(3)"],
+    rc, last = sweep_local.execute([sys.executable, "-c", "import sys; print('x', file=sys.stderr); sys.exit(3)"],
                                    str(tmp_path / "other.log"), env, os.open(str(tmp_path), os.O_RDONLY),
-                                   local.Children(), "train")
+                                   sweep_local.Children(), "train")
     assert (rc, last) == (3, "x")
     (tmp_path / "empty.log").write_text("")
-    assert slurm.log_tail(str(tmp_path / "empty.log")) == [f"(empty log: {tmp_path / 'empty.log'})"]
+    assert sweep_slurm.log_tail(str(tmp_path / "empty.log")) == [f"(empty log: {tmp_path / 'empty.log'})"]
 
 
 def test_a_job_leaving_for_a_requeue_ends_its_script_and_frees_the_run(tmp_path):
@@ -572,7 +572,7 @@ def test_a_job_leaving_for_a_requeue_ends_its_script_and_frees_the_run(tmp_path)
     lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     script = "import os, signal, time; os.kill(os.getpid(), signal.SIGSTOP); time.sleep(300)"
-    children, seen, failed = local.Children(), [], []
+    children, seen, failed = sweep_local.Children(), [], []
 
     def requeue_when_stopped():
         try:
@@ -593,7 +593,7 @@ def test_a_job_leaving_for_a_requeue_ends_its_script_and_frees_the_run(tmp_path)
     try:
         helper.start()
         with pytest.raises(SystemExit):
-            local.execute([sys.executable, "-c", script], str(tmp_path / "main.log"),
+            sweep_local.execute([sys.executable, "-c", script], str(tmp_path / "main.log"),
                                 dict(os.environ, OMP_NUM_THREADS="1"), lock_fd, children, "train")
     finally:
         helper.join()

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import main as train_main
 from dataloader import ChunkCache, LabelledTurns
+from deepemocluster import corpus
 from deepemocluster.features import load_norm_term
 from model import build_model
 from deepemocluster.compute import Settings
@@ -167,7 +168,7 @@ def test_unlabelled_subset_is_the_authors_choice_and_leaves_random_streams_alone
     state = np.random.get_state()
     np.random.seed(1234)
     before = np.random.get_state()[1].copy()
-    chosen = train_main.unlabelled_subset(50, 12)
+    chosen = corpus.unlabelled_subset(50, 12)
     assert np.array_equal(np.random.get_state()[1], before)   # the global stream is untouched
     # The recipe of method §6, run on numpy's global legacy generator.
     np.random.seed(99)
@@ -175,8 +176,8 @@ def test_unlabelled_subset_is_the_authors_choice_and_leaves_random_streams_alone
     np.random.shuffle(indices)
     np.random.set_state(state)
     assert chosen.tolist() == indices[:12].tolist()
-    assert train_main.unlabelled_subset(50, 12).tolist() == chosen.tolist()
-    assert train_main.unlabelled_subset(50, 5).tolist() == chosen[:5].tolist()
+    assert corpus.unlabelled_subset(50, 12).tolist() == chosen.tolist()
+    assert corpus.unlabelled_subset(50, 5).tolist() == chosen[:5].tolist()
 
 
 def test_unlabelled_pool_holds_the_chosen_files_of_the_sorted_pool(tiny_corpus, tmp_path):
@@ -186,7 +187,7 @@ def test_unlabelled_pool_holds_the_chosen_files_of_the_sorted_pool(tiny_corpus, 
     norm = load_norm_term(tiny_corpus["norm"], ("Val",))
     pool = train_main.unlabelled_pool(args, norm)
     mats = [n for n in names if n.endswith(".mat")]
-    assert pool.meta["files"] == [mats[i] for i in train_main.unlabelled_subset(len(mats), 6)]
+    assert pool.meta["files"] == [mats[i] for i in corpus.unlabelled_subset(len(mats), 6)]
 
 
 def test_unsupervised_stage_steps_sgd_but_not_adam(tiny_corpus, tmp_path):
