@@ -110,25 +110,26 @@ def test_no_training_command_in_the_docs_names_a_committed_checkpoint():
     assert seen >= 5
 
 
-def test_every_file_the_docs_link_exists():
-    seen = 0
+def relative_links():
+    """(page, the linked path relative to the repository, anchor) of every relative link of
+    every page; the path is None for an anchor on the page itself."""
     for page in pages():
-        for target, _ in links(page):
-            if target:
-                assert os.path.exists(os.path.join(ROOT, os.path.dirname(page), target)), f"{page}: {target}"
-                seen += 1
-    assert seen >= 30
+        for target, anchor in links(page):
+            yield page, os.path.normpath(os.path.join(os.path.dirname(page), target)) if target else None, anchor
+
+
+def test_every_file_the_docs_link_exists():
+    linked = [(page, path) for page, path, _ in relative_links() if path]
+    assert len(linked) >= 30
+    for page, path in linked:
+        assert os.path.exists(os.path.join(ROOT, path)), f"{page}: {path}"
 
 
 def test_every_anchor_the_docs_link_is_a_heading():
-    seen = 0
-    for page in pages():
-        for target, anchor in links(page):
-            if anchor:
-                linked = os.path.normpath(os.path.join(os.path.dirname(page), target)) if target else page
-                assert anchor in anchors(linked), f"{page}: {target}#{anchor}"
-                seen += 1
-    assert seen >= 20
+    anchored = [(page, path or page, anchor) for page, path, anchor in relative_links() if anchor]
+    assert len(anchored) >= 20
+    for page, path, anchor in anchored:
+        assert anchor in anchors(path), f"{page}: {path}#{anchor}"
 
 
 def test_the_readme_is_an_introduction_whose_guides_are_the_docs_pages():
