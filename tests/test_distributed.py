@@ -1,5 +1,5 @@
 """Training under torchrun (DistributedDataParallel), run for real: 2 processes, gloo, on the
-CPU (README, "Training on several GPUs or machines").
+CPU (docs/reproduction.md, "Training on several GPUs or machines").
 
 - 3 joint steps of a 2-process run equal those of a plain 1-process run (nn.BatchNorm2d, the
   losses of one process) within 1e-6, for the four temporal types and the unsupervised stage

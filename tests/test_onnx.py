@@ -1,6 +1,6 @@
 """ONNX export (export_onnx.py) and prediction with ONNX Runtime (prediction_process.py --onnx):
 every temporal type, the semi-supervised release layout and the shipped demo models give
-PyTorch's fp32 predictions through ONNX Runtime's CPU provider; the README's deployment example
+PyTorch's fp32 predictions through ONNX Runtime's CPU provider; the deployment example of docs/prediction.md
 runs without torch."""
 import csv
 import hashlib
@@ -25,6 +25,7 @@ import prediction_process  # noqa: E402
 from deepemocluster import prediction  # noqa: E402
 from deepemocluster.features import load_norm_term  # noqa: E402
 from model import ARCH, build_model, load_model, prepare_for_inference, released_state_dict  # noqa: E402
+from support.docs import deployment_examples  # noqa: E402
 from test_prediction_windows import voice, write_audio  # noqa: E402
 from utils import EMOTIONS, NORM_VAR, TEMPORAL_TYPES, run_cli, save_mat, save_torch  # noqa: E402
 
@@ -350,16 +351,9 @@ def test_onnx_refuses_model_flags(tmp_path, capsys):
         assert done.value.code == 2 and message in capsys.readouterr().err
 
 
-# --- the README's deployment example -------------------------------------------------------------------
-def readme_examples():
-    """The Python examples of the README's section "Deploying with ONNX Runtime", in order."""
-    text = open(os.path.join(ROOT, "README.md")).read()
-    section = text.split("## Deploying with ONNX Runtime", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
-
-
-def test_readme_example_predicts_a_wav_without_torch(recordings, shipped_onnx, torch_run):
-    code = readme_examples()[0]
+# --- the deployment example of docs/prediction.md ------------------------------------------------------
+def test_docs_example_predicts_a_wav_without_torch(recordings, shipped_onnx, torch_run):
+    code = deployment_examples()[0]
     assert "import torch" not in code and "onnxruntime" in code
     code = re.sub(r'MODELS = ".*"', f'MODELS = "{shipped_onnx}"', code)
     code = re.sub(r'WAV = ".*"', f'WAV = "{recordings / "r2.wav"}"', code)

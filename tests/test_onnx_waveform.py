@@ -1,7 +1,7 @@
 """The waveform front end export_onnx.py writes (mel_spectrogram.onnx, deepemocluster/onnx_waveform.py): through
 ONNX Runtime it gives feat_extract.py's features, so that from the 16 kHz waveform the exported
 models give the scores of the features route; prediction with the folder ignores it; the
-README's example with ONNX Runtime alone runs without torch, librosa or this project's code."""
+deployment example of docs/prediction.md with ONNX Runtime alone runs without torch, librosa or this project's code."""
 import os
 import re
 import subprocess
@@ -19,13 +19,14 @@ from deepemocluster import onnx_runner  # noqa: E402
 import test_onnx  # noqa: E402
 from deepemocluster.features import extract_features, load_norm_term, mel_spectrogram  # noqa: E402
 from deepemocluster.onnx_runner import FEATURE_SETTINGS, WAVEFORM_FILE, WAVEFORM_FORMAT  # noqa: E402
-from test_onnx import EMBEDDING_TOL, SCORE_TOL, models_in, readme_examples  # noqa: E402
+from support.docs import deployment_examples  # noqa: E402
+from test_onnx import EMBEDDING_TOL, SCORE_TOL, models_in  # noqa: E402
 from test_prediction_windows import voice  # noqa: E402
 from utils import EMOTIONS, UserError  # noqa: E402
 
 shipped_onnx, recordings = test_onnx.shipped_onnx, test_onnx.recordings   # its fixtures, here too
 
-FEATURE_RTOL = 2e-6      # every element of the mel spectrogram, relative (the README: 1e-5)
+FEATURE_RTOL = 2e-6      # every element of the mel spectrogram, relative (docs/prediction.md: 1e-5)
 # The shortest input; librosa's separate tail padding (lengths 256 q, q ≥ 2); others.
 LENGTHS = (257, 300, 511, 512, 513, 768, 1000, 32000, 48000, 16000 * 7 + 5)
 
@@ -76,7 +77,7 @@ def test_the_front_end_file_says_what_it_is(shipped_onnx):
 
 def test_silence_gives_nan_which_the_models_read_as_zero(shipped_onnx):
     """feat_extract.py refuses silent audio; the graph cannot, and its NaN reaches the models
-    as the normalised value 0 (method §3's NaN → 0), which the README tells deployers."""
+    as the normalised value 0 (method §3's NaN → 0), which docs/prediction.md tells deployers."""
     (mel,) = front_end(shipped_onnx).run(["mel"], {"waveform": np.zeros(16000, np.float32)})
     assert mel.shape == (63, 128) and np.isnan(mel).all()
     models = onnx_runner.OnnxModels(str(shipped_onnx), threads=1)
@@ -107,8 +108,8 @@ def test_a_folder_with_only_the_front_end_has_no_models(shipped_onnx, tmp_path):
     assert str(err.value).startswith(f"--onnx {tmp_path} has no Act model (found: {WAVEFORM_FILE})")
 
 
-def test_readme_example_with_onnx_runtime_alone(recordings, shipped_onnx):
-    code = readme_examples()[1]
+def test_docs_example_with_onnx_runtime_alone(recordings, shipped_onnx):
+    code = deployment_examples()[1]
     code = re.sub(r'MODELS = ".*"', f'MODELS = "{shipped_onnx}"', code)
     code = re.sub(r'WAV = ".*"', f'WAV = "{recordings / "r2.wav"}"', code)
     code += ("\nimport sys\nleft = {'torch', 'librosa', 'features', 'utils'} & set(sys.modules)\n"

@@ -3,7 +3,6 @@ Train split's label mean and std on that scale, and testing and prediction map t
 outputs back with exactly those, so predictions come back on the corpus's scale."""
 import csv
 import os
-import re
 import shutil
 
 import numpy as np
@@ -14,27 +13,24 @@ import norm_para
 import online_testing
 import prediction_process
 from deepemocluster import prediction
-from conftest import ROOT
 from deepemocluster.plots import BAND_STDS, label_band
 from deepemocluster.features import load_norm_term
 from deepemocluster.labels import read_labels
 from model import checkpoint_name
+from support.docs import code_blocks, section
 from utils import EMOTIONS, LABEL_COLUMN, TEST_SPLIT, TRAIN_SPLIT
 
 MODEL = ["-ep", "1", "-batch", "4", "-nc", "4", "-mt", "Temp-CNN"]
 
 
-def readme_conversion():
-    """The Python of the README's worked example that maps the demo corpus's ratings onto 1–5."""
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("## Other corpora"):]
-    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+def docs_conversion():
+    """The Python of docs/training.md's worked example that maps the demo corpus's ratings onto 1–5."""
+    return code_blocks(section("docs/training.md", "## Other corpora"), "python")[0]
 
 
 def test_labels_on_a_1_to_5_scale_train_test_and_predict_on_that_scale(tiny_corpus, tmp_path):
     labels = str(tmp_path / "labels_1to5.csv")
-    code = readme_conversion()
+    code = docs_conversion()
     for path, here in (("demo_1to5/Labels/labels_concensus.csv", tiny_corpus["labels"]),
                        ("demo_1to5/Labels/labels_1to5.csv", labels)):
         assert path in code

@@ -1,5 +1,5 @@
 """deepemocluster/predictor.py: predictions from Python equal prediction_process.py's CSV (and embeddings),
-for files, folders, arrays and windows; bad settings and inputs are UserErrors; the README's
+for files, folders, arrays and windows; bad settings and inputs are UserErrors; docs/prediction.md's
 "From Python" snippet runs as written.
 
 Exactly equal where the Predictor is given what the script predicts (the folder's files, in
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import fetch_models
 import prediction_process
-from conftest import ROOT, SR, write_random_release
+from conftest import SR, write_random_release
 from deepemocluster import releases  # noqa: E402
 from deepemocluster.predictor import Predictor
 from test_prediction_windows import save_models, voice, write_audio, write_norm_term
 from deepemocluster.features import extract_features
+from support.docs import code_blocks, section
 from utils import EMOTIONS, UserError, run_cli
 
 SETTINGS = {"model_type": "Temp-Triplet", "epochs": 1, "batch_size": 4, "num_clusters": 4}
@@ -137,13 +137,10 @@ def test_bad_settings_and_inputs_are_user_errors(models, tmp_path):
     assert table["File_Name"].tolist() == ["a.wav"]
 
 
-def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
-    """The README's "From Python" code, run as written with a release of random weights in place
-    of the fetched one: its table is the CSV of prediction_process.py --release on the same files."""
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("## From Python"):]
-    snippet = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+def test_the_docs_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
+    """docs/prediction.md's "From Python" code, run as written with a release of random weights in
+    place of the fetched one: its table is the CSV of prediction_process.py --release on the same files."""
+    snippet = code_blocks(section("docs/prediction.md", "## From Python"), "python")[0]
     assert 'Predictor(release="v1.8-ssl")' in snippet
     write_random_release(tmp_path / "released", "v1.8-ssl")
     monkeypatch.setattr(releases, "RELEASED_DIR", str(tmp_path / "released"))
@@ -151,7 +148,7 @@ def test_the_readme_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
     write_audio("recordings/a.wav", voice(3.0, seed=1))
     write_audio("recordings/b.flac", voice(25.0, seed=2), subtype="PCM_16")
     names = {}
-    exec(compile(snippet, "README.md", "exec"), names)
+    exec(compile(snippet, "docs/prediction.md", "exec"), names)
     assert prediction_process.main(["--release", "v1.8-ssl", "--input", "recordings", "--output", "p.csv"]) == 0
     with open("p.csv", newline="") as f:
         rows = list(csv.reader(f))
