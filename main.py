@@ -7,7 +7,7 @@ pseudo-labels → sentence-level uniform sampling → joint training (cross-
 entropy + CCC loss [+ triplet]) → NMI to the previous clustering →
 validation CCC loss → checkpoint when it improves.
 
-    torchrun --nproc_per_node N main.py …   # the same training over N processes (deepemocluster/deepemocluster/distributed.py)
+    torchrun --nproc_per_node N main.py …   # the same training over N processes (deepemocluster/distributed.py)
 """
 import argparse
 import os

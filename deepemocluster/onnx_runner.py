@@ -21,7 +21,7 @@ FORMAT = "temporal-deepemocluster-turn/1"
 # and the IR version it writes, for the waveform front end too.
 OPSET = 18
 IR_VERSION = 10
-# The waveform front end export_onnx.py writes beside them (deepemocluster/deepemocluster/onnx_waveform.py): "waveform" in,
+# The waveform front end export_onnx.py writes beside them (onnx_waveform.py): "waveform" in,
 # "mel" out, so that the three files and it need ONNX Runtime alone.
 WAVEFORM = "waveform"
 WAVEFORM_FORMAT = "temporal-deepemocluster-mel/1"

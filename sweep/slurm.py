@@ -2,7 +2,7 @@
 
 Every run that is neither finished nor queued or running on SLURM becomes one SLURM job, all
 of them submitted together as one job array; each job (sweep/slurm_job.py) runs the local
-executor's one-run code (sweep_local.run_one: the same main.py and online_testing.py command
+executor's one-run code (sweep/local.py run_one: the same main.py and online_testing.py command
 lines, logs and run.json) on its own CPUs or GPU. OUT/slurm/jobs.json records each run's job id, SLURM state, log and, for
 a failed job, the last lines of its error; OUT/slurm/<job id>/ holds submitit's files and the
 job's log, linked from the run's folder as slurm.log. SLURM warns a job signal_delay_s seconds
