@@ -254,8 +254,8 @@ def train(args):
 def load_data(args, settings):
     """The Train and validation splits (and the unlabelled pool), each in its chunk cache;
     under torchrun rank 0 builds the caches while the others wait, then they open them."""
-    norm = load_norm_term(args.norm_dir, (args.emo_attr,))
     val_split = validation_split(args.labels, args.val_split)
+    norm = load_norm_term(args.norm_dir, (args.emo_attr,), args.labels, args.features)
     with distributed.main_first(settings):
         train_set = LabelledTurns(TRAIN_SPLIT, args.labels, args.features, norm, args.emo_attr,
                                   args.cache_dir, args.cache_dtype, build_cache=settings.is_main)

@@ -9,6 +9,8 @@ import soundfile as sf
 
 import feat_extract
 import main as train_main
+import norm_para
+import online_testing
 import prediction_process
 from deepemocluster import training_files
 from conftest import ROOT, SR, tone_turn
@@ -105,3 +107,47 @@ def test_a_one_epoch_run_draws_no_empty_nmi_axis(monkeypatch):
     assert len(nmi_fig.axes) == 1
     assert "NMI needs two epochs" in nmi_fig._suptitle.get_text()
     assert all("NMI" not in ax.get_ylabel() for ax in nmi_fig.axes)
+
+
+DEMO_LABELS_MISSING = (
+    "error: labels file not found: ./demo_corpus/Labels/labels_concensus.csv, the demo corpus's (not "
+    "made yet): make the demo corpus with `.venv/bin/python make_demo_corpus.py` and its features with "
+    "`.venv/bin/python feat_extract.py`; or give your own corpus's labels file with --labels FILE (and "
+    "its features with --features DIR)\n")
+TEST_FLAGS = ["-ep", "1", "-batch", "8", "-emo", "Act", "-nc", "10", "-mt", "Temp-Triplet"]
+
+
+@pytest.mark.parametrize("script, argv", [
+    (online_testing, TEST_FLAGS),
+    (online_testing, TEST_FLAGS + ["--norm-dir", "NormTerm_demo"]),
+    (train_main, TEST_FLAGS + ["--norm-dir", "NormTerm_demo", "--model-dir", "demo_models"]),
+    (norm_para, ["--norm-dir", "NormTerm_demo"]),
+])
+def test_a_fresh_clone_without_the_demo_corpus_is_told_how_to_make_it_or_to_give_labels(
+        script, argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(script.main, argv) == 1
+    assert capsys.readouterr().err == DEMO_LABELS_MISSING
+    assert cli(script.main, argv + ["--labels", "mine.csv"]) == 1
+    assert capsys.readouterr().err == ("error: labels file not found: mine.csv; give your own corpus's "
+                                       "labels file with --labels FILE (and its features with "
+                                       "--features DIR)\n")
+
+
+def test_the_normterm_hint_names_the_corpus_and_its_command_works(tiny_corpus, tmp_path, capsys):
+    """The norm_para.py command the error gives computes the NormTerm from the corpus the test was
+    given; after it, online_testing.py gets past the NormTerm (to the missing checkpoint)."""
+    norm = str(tmp_path / "norm")
+    argv = TEST_FLAGS + ["--labels", tiny_corpus["labels"], "--features", tiny_corpus["features"],
+                         "--norm-dir", norm, "--model-dir", str(tmp_path / "models"),
+                         "--cache-dir", str(tmp_path / "cache")]
+    assert cli(online_testing.main, argv) == 1
+    command = (f".venv/bin/python norm_para.py --labels {tiny_corpus['labels']} --features "
+               f"{tiny_corpus['features']} --norm-dir {norm}")
+    missing = ", ".join(os.path.join(norm, f"{n}_norm_{s}.mat") for n in ("feat", "act") for s in ("means", "stds"))
+    assert capsys.readouterr().err == (f"error: normalisation file(s) missing: {missing}. Compute them with "
+                                       f"`{command}` (from the corpus's Train split; see README).\n")
+    assert cli(norm_para.main, command.split()[2:]) == 0
+    assert cli(online_testing.main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint not found: {tmp_path / 'models'}") and "NormTerm" not in err
