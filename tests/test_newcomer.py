@@ -1,5 +1,6 @@
 """A newcomer's first hour: finished models are never replaced without being asked,
 outputs are readable like ordinary files, and the training plots explain themselves."""
+import argparse
 import os
 import stat
 
@@ -43,6 +44,7 @@ def test_the_shipped_models_command_is_refused_and_the_model_untouched():
 def test_overwrite_replaces_and_resume_continues(tiny_corpus, tmp_path, capsys):
     model_dir = tmp_path / "models"
     assert train_main.main(tiny_argv(tiny_corpus, model_dir)) is None
+    assert "4 clusters, 1 epoch, batch 4" in capsys.readouterr().out
     ckpt = model_dir / checkpoint_name(1, 4, 4, "Val", "Temp-Triplet")
     first = ckpt.read_bytes()
     assert cli(train_main.main, tiny_argv(tiny_corpus, model_dir)) == 1
@@ -107,6 +109,23 @@ def test_a_one_epoch_run_draws_no_empty_nmi_axis(monkeypatch):
     assert len(nmi_fig.axes) == 1
     assert "NMI needs two epochs" in nmi_fig._suptitle.get_text()
     assert all("NMI" not in ax.get_ylabel() for ax in nmi_fig.axes)
+
+
+@pytest.mark.parametrize("n_epochs", [1, 2, 3])
+def test_plots_tick_whole_epochs_and_count_them_in_words(monkeypatch, n_epochs):
+    history = {"train_loss": [2.0, 1.5, 1.2][:n_epochs], "unsup_loss": [None] * n_epochs,
+               "val_loss": [0.9, 0.7, 0.8][:n_epochs], "nmi": [None, 0.4, 0.6][:n_epochs],
+               "seconds": [1] * n_epochs}
+    args = argparse.Namespace(model_type="Temp-CNN", emo_attr="Val", num_clusters=4, epochs=n_epochs,
+                              batch_size=4, unlabel_size=0)
+    words = "1 epoch" if n_epochs == 1 else f"{n_epochs} epochs"
+    for fig, _ in plotted(monkeypatch, history, training_files.run_title(args)):
+        assert fig._suptitle.get_text().startswith(f"Temp-CNN, Val, K = 4, {words}, batch 4\n")
+        fig.canvas.draw()
+        for ax in fig.axes:
+            low, high = ax.get_xlim()
+            assert all(tick == round(tick) for tick in ax.get_xticks())
+            assert [tick for tick in ax.get_xticks() if low <= tick <= high] == list(range(1, n_epochs + 1))
 
 
 DEMO_LABELS_MISSING = (
