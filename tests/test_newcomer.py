@@ -3,6 +3,8 @@ outputs are readable like ordinary files, and the training plots explain themsel
 import argparse
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -170,3 +172,18 @@ def test_the_normterm_hint_names_the_corpus_and_its_command_works(tiny_corpus, t
     assert cli(online_testing.main, argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: checkpoint not found: {tmp_path / 'models'}") and "NormTerm" not in err
+
+
+def test_test_sh_says_why_tests_skipped(tmp_path):
+    """test.sh's pytest command, run on a folder with one skipping test, prints the skip's
+    reason (its environment set-up replaced by none: this virtual environment is used as it is)."""
+    with open(os.path.join(ROOT, "test.sh")) as src, open(tmp_path / "test.sh", "w") as dst:
+        dst.write(src.read())
+    (tmp_path / "setup_env.sh").write_text("")
+    os.symlink(sys.prefix, tmp_path / ".venv")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_skips.py").write_text(
+        "import pytest\n\n\ndef test_on_a_gpu():\n    pytest.skip('no CUDA device here')\n")
+    done = subprocess.run(["bash", str(tmp_path / "test.sh")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SKIPPED [1] tests/test_skips.py:5: no CUDA device here" in done.stdout.splitlines()
