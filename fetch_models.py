@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import http.client
 import os
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +26,7 @@ from deepemocluster.releases import (LICENCE, PYTHON, RAW_URL, RELEASED_DIR, REL
 from utils import TEMPORAL_TYPES, UserError, atomic_path, run_cli
 
 TIMEOUT_S = 60.0
+GIT_TIMEOUT_S = 60.0
 BLOCK_SIZE = 1 << 16
 AFTER_FULL_DISK = ("Free space, then run the same command again: the files already installed "
                    "verify and are skipped.")
@@ -147,8 +149,9 @@ class LocalCopy:
     unpacked archive), which must be at the release's commit."""
     verb = "copied"
 
-    def __init__(self, release, folder, dest):
+    def __init__(self, release, folder, dest, temporal_type=None):
         self.release, self.folder, self.dest = release, folder, dest
+        self.temporal_type = temporal_type   # the one type asked for, or None for all
         self.blob_ids = {}                   # path → blob id in the copy, or why there is none
 
     def __str__(self):
@@ -171,6 +174,46 @@ class LocalCopy:
     def mismatch_hint(self):
         return f"; is {self.folder} at commit {self.release.commit}? {self.at_commit()}"
 
+    def git(self, *args):
+        """git's answer in the copy (its output), or None where git gives none."""
+        try:
+            done = subprocess.run(["git", "-C", self.folder, *args], capture_output=True, text=True,
+                                  timeout=GIT_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def clone_state(self):
+        """Where a clone stands towards the release's commit: 'at' (HEAD is the commit),
+        'holds' (the commit is in its history, HEAD elsewhere) or 'lacks' (not in its history);
+        None for an unpacked archive, or a folder git cannot read as the top of a clone."""
+        if not os.path.exists(os.path.join(self.folder, ".git")):
+            return None
+        top = self.git("rev-parse", "--show-toplevel")
+        if top is None or os.path.realpath(top) != os.path.realpath(self.folder):
+            return None
+        commit = self.release.commit
+        if self.git("rev-parse", "--verify", "--quiet", "HEAD") == commit:
+            return "at"
+        return "holds" if self.git("cat-file", "-e", f"{commit}^{{commit}}") is not None else "lacks"
+
+    def way_to_commit(self, state, paths):
+        """What to do about the files `paths` that are missing or differ, given the clone's state:
+        restore them from HEAD when the clone is at the commit already, say that a clone without
+        the commit cannot give them, and otherwise name the commit to check out."""
+        commit = self.release.commit
+        if state == "at":
+            return (f"{self.folder} is at commit {commit} already, so they are missing from or "
+                    f"changed in its working tree: restore them with: "
+                    f"git -C {self.folder} checkout HEAD -- {' '.join(paths)}")
+        if state == "lacks":
+            return (f"{self.release.name} needs {REPOSITORY_URL} at commit {commit}, which the clone "
+                    f"{self.folder} does not hold (not in its history: no checkout there gives these "
+                    f"files; fetch the commit where GitHub is reachable, git -C {self.folder} fetch "
+                    f"origin {commit}, or unpack {REPOSITORY_URL}/archive/{commit}.zip and give "
+                    f"--from that folder)")
+        return self.at_commit()
+
     def problem(self, path, blob):
         """Why the copy's `path` cannot be installed, as (kind, detail): ('missing', ''),
         ('unreadable', reason) or ('differs', blob ids); None when it verifies."""
@@ -187,31 +230,56 @@ class LocalCopy:
             return got
         return None if got == blob else ("differs", f"git blob id {got}, expected {blob}")
 
-    def complete_types(self):
-        """The temporal types whose every file (models and NormTerm) verifies in the copy."""
-        return [mt for mt in self.release.temporal_types
-                if not any(self.problem(p, b) for p, b in self.release.files(mt).items())]
+    def complete_types(self, release):
+        """The temporal types of `release` whose every file (models and NormTerm) verifies in the copy."""
+        return [mt for mt in release.temporal_types
+                if not any(self.problem(p, b) for p, b in release.files(mt).items())]
+
+    def offer(self, release, complete):
+        """The commands that install the complete types of `release` from the copy."""
+        if not complete:
+            return ""
+        commands = ", or: ".join(fetch_command(release.name, mt, self.dest, f"--from {self.folder}")
+                                 for mt in complete)
+        which = (f"the {', '.join(complete)} models of {release.name}" if release is self.release else
+                 f"{release.name}'s {', '.join(complete)} models (another release, at commit "
+                 f"{release.commit[:7]})")
+        return (f" It holds {which} complete; install "
+                f"{'them' if len(complete) == 1 else 'one type'} with: {commands}")
+
+    def other_releases_offer(self):
+        """The commands that install what other releases hold complete in the copy: of the types
+        asked for where it holds them, else of every type it holds."""
+        asked = [self.temporal_type] if self.temporal_type else self.release.temporal_types
+        offers = []
+        for other in RELEASES.values():
+            if other is self.release:
+                continue
+            complete = self.complete_types(other)
+            offers.append(self.offer(other, [mt for mt in complete if mt in asked] or complete))
+        return "".join(offers)
 
     def check(self, files):
         """Verify every file to be installed in the copy before any is: one that is missing
-        or differs is listed, and the error names the commit the copy must be at and the
-        temporal types it does hold complete, with the command that installs each."""
+        or differs is listed, and the error says how the copy gives the release (restore its
+        files, check out the commit, or that a clone without the commit cannot), and the
+        temporal types it does hold complete, of this release or, where it holds none and
+        cannot give the release, of another, with the command that installs each."""
         problems = {p: why for p, b in files.items() if (why := self.problem(p, b))}
         if not problems:
             return
         for path, (kind, detail) in problems.items():
             print(f"{kind:9} {self.origin(path)}{f' ({detail})' if detail else ''}")
         missing = sum(kind == "missing" for kind, _ in problems.values())
-        complete = self.complete_types()
-        offer = ""
-        if complete:
-            commands = ", or: ".join(fetch_command(self.release.name, mt, self.dest, f"--from {self.folder}")
-                                     for mt in complete)
-            offer = (f" It holds the {', '.join(complete)} models of {self.release.name} complete; "
-                     f"install {'them' if len(complete) == 1 else 'one type'} with: {commands}")
+        state = self.clone_state()
+        complete = self.complete_types(self.release)
+        offer = self.offer(self.release, complete)
+        if not complete and state in (None, "lacks"):
+            offer += self.other_releases_offer()
         raise UserError(f"{len(problems)} of the {len(files)} file(s) to install are missing or differ "
                         f"in {self.folder} ({missing} missing, {len(problems) - missing} differ; listed "
-                        f"above): {self.at_commit()}. Nothing was installed.{self.inner_hint()}{offer}")
+                        f"above): {self.way_to_commit(state, list(problems))}. Nothing was installed."
+                        f"{self.inner_hint()}{offer}")
 
     def inner_hint(self):
         """Where the release's files are when the folder given holds none but a subfolder does
@@ -295,7 +363,7 @@ def main(argv=None):
     if args.from_dir:
         if not os.path.isdir(args.from_dir):
             raise UserError(f"--from {args.from_dir}: no such folder")
-        source = LocalCopy(release, args.from_dir, args.dest)
+        source = LocalCopy(release, args.from_dir, args.dest, args.model_type)
     else:
         source = Download(release, args.base_url, args.timeout,
                           offline_route(release, args.model_type, args.dest))

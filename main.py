@@ -28,7 +28,8 @@ from deepemocluster.features import load_norm_term
 from deepemocluster.labels import validation_split
 from model import (ARCH, build_model, evaluate, evaluation_copy, released_state_dict, triplet_indices,
                    triplet_loss)
-from deepemocluster.training_files import RUN_FILES, Run, plot_trends, resume_state, run_title, save_epoch_state
+from deepemocluster.training_files import (RUN_FILES, Run, epoch_count, plot_trends, resume_state, run_title,
+                                           save_epoch_state)
 from deepemocluster.compute import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends,
                      seed_everything, use_channels_last, use_compile)
 from utils import (AGAIN, CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, at_least, ccc_loss,
@@ -254,8 +255,8 @@ def train(args):
 def load_data(args, settings):
     """The Train and validation splits (and the unlabelled pool), each in its chunk cache;
     under torchrun rank 0 builds the caches while the others wait, then they open them."""
-    norm = load_norm_term(args.norm_dir, (args.emo_attr,))
     val_split = validation_split(args.labels, args.val_split)
+    norm = load_norm_term(args.norm_dir, (args.emo_attr,), args.labels, args.features)
     with distributed.main_first(settings):
         train_set = LabelledTurns(TRAIN_SPLIT, args.labels, args.features, norm, args.emo_attr,
                                   args.cache_dir, args.cache_dtype, build_cache=settings.is_main)
@@ -318,7 +319,7 @@ def train_run(args, settings, run):
     check_training_room(args.model_dir, run.files(), model, len(train_set), args.epochs)
 
     settings.log(f"training {args.model_type} for {args.emo_attr}: {len(train_set)} Train, {len(val_set)} "
-                 f"{val_set.split} turns, {args.num_clusters} clusters, {args.epochs} epochs, batch "
+                 f"{val_set.split} turns, {args.num_clusters} clusters, {epoch_count(args.epochs)}, batch "
                  f"{args.batch_size}{', ' + str(args.unlabel_size) + ' unlabelled turns' if unlabelled else ''}, "
                  f"{where_it_runs(settings, compiled)}")
     for epoch in range(start, args.epochs):

@@ -45,8 +45,8 @@ def test_ccc(args):
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device, training=False)
     configure_backends(device, bf16)
-    norm = load_norm_term(args.norm_dir, (args.emo_attr,))
     read_labels(args.labels, args.split, (args.emo_attr,))   # a split without labels stops here
+    norm = load_norm_term(args.norm_dir, (args.emo_attr,), args.labels, args.features)
     name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
                            args.model_type, args.unlabel_size)
     model = load_model(os.path.join(args.model_dir, name), args.model_type, args.num_clusters)

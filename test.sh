@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source setup_env.sh
-.venv/bin/python -m pytest -q tests "$@"
+.venv/bin/python -m pytest -q -rs tests "$@"     # -rs: why each skipped test skipped

@@ -66,6 +66,7 @@ def first_process_of_machine():
     return os.environ.get("LOCAL_RANK", "0") == "0"
 
 
+PYTHON = ".venv/bin/python"          # the interpreter as the README names it, in the commands messages give
 AGAIN = "Free space, then run the same command again."
 
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from utils import (CHUNKS_PER_TURN, CLIP_VALUE, EMOTIONS, FRAMES_PER_CHUNK, HOP_LENGTH, N_FFT,
-                   N_MELS, NORM_VAR, SAMPLE_RATE, SHORTEST_WHOLE_TURN, UserError, load_mat)
+                   N_MELS, NORM_VAR, PYTHON, SAMPLE_RATE, SHORTEST_WHOLE_TURN, UserError, load_mat)
 
 
 # --- method §3: audio and the mel spectrogram -------------------------------------
@@ -107,15 +107,18 @@ def norm_files(norm_dir):
     return {k: os.path.join(norm_dir, v) for k, v in names.items()}
 
 
-def load_norm_term(norm_dir, emotions=EMOTIONS):
-    """Read the NormTerm files: feature mean/std (128,) and label mean/std per attribute."""
+def load_norm_term(norm_dir, emotions=EMOTIONS, labels=None, features=None):
+    """Read the NormTerm files: feature mean/std (128,) and label mean/std per attribute.
+    When they are missing, the error gives the norm_para.py command that computes them from
+    the corpus's `labels` file and `features` folder (FILE and DIR where the caller has none)."""
     paths = norm_files(norm_dir)
     wanted = ["feat_mean", "feat_std"] + [f"{e}_{s}" for e in emotions for s in ("mean", "std")]
     missing = [paths[k] for k in wanted if not os.path.isfile(paths[k])]
     if missing:
         raise UserError(
-            f"normalisation file(s) missing: {', '.join(missing)}. "
-            "Compute them with `.venv/bin/python norm_para.py --norm-dir " + norm_dir + "` (see README).")
+            f"normalisation file(s) missing: {', '.join(missing)}. Compute them with `{PYTHON} "
+            f"norm_para.py --labels {labels or 'FILE'} --features {features or 'DIR'} --norm-dir "
+            f"{norm_dir}` (from the corpus's Train split; see README).")
     term = {}
     for key in wanted:
         value = np.asarray(load_mat(paths[key], NORM_VAR), dtype=np.float64).reshape(-1)

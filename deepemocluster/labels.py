@@ -6,10 +6,23 @@ import warnings
 
 import numpy as np
 
-from utils import LABEL_COLUMN, VALIDATION_SPLITS, UserError
+from deepemocluster.corpus import LABELS_CSV
+from utils import LABEL_COLUMN, PYTHON, VALIDATION_SPLITS, UserError
 
 MISSING_LABEL_TEXT = ("", "nan", "na", "n/a", "none")
 NAMES_SHOWN = 5
+
+
+def labels_not_found(csv_path):
+    """The message for a missing labels file, with the ways on: the demo corpus (when the path
+    is its default one) made by make_demo_corpus.py and feat_extract.py, or one's own corpus
+    named with --labels."""
+    own = "give your own corpus's labels file with --labels FILE (and its features with --features DIR)"
+    if os.path.abspath(csv_path) != os.path.abspath(LABELS_CSV):
+        return f"labels file not found: {csv_path}; {own}"
+    return (f"labels file not found: {csv_path}, the demo corpus's (not made yet): make the demo corpus "
+            f"with `{PYTHON} make_demo_corpus.py` and its features with `{PYTHON} feat_extract.py`; "
+            f"or {own}")
 
 
 def read_label_table(csv_path, columns):
@@ -18,7 +31,7 @@ def read_label_table(csv_path, columns):
     import pandas as pd
 
     if not os.path.isfile(csv_path):
-        raise UserError(f"labels file not found: {csv_path}")
+        raise UserError(labels_not_found(csv_path))
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False,
                             skipinitialspace=True)

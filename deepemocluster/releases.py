@@ -4,12 +4,11 @@ release is installed (with both ways to install it when it is not).
 """
 import os
 
-from utils import EMOTIONS, TEMPORAL_TYPES, UserError
+from utils import EMOTIONS, PYTHON, TEMPORAL_TYPES, UserError
 
 REPOSITORY = "winston-lin-wei-cheng/Temporal-Enhanced-DeepEmoCluster"
 REPOSITORY_URL = f"https://github.com/{REPOSITORY}"
 RAW_URL = "https://raw.githubusercontent.com"
-PYTHON = ".venv/bin/python"          # the interpreter as the README names it
 RELEASED_DIR = "./released"
 LICENCE = (f"Models by W.-C. Lin and C. Busso, MIT licence, {REPOSITORY_URL}; cite "
            "W.-C. Lin and C. Busso, Speech Communication 157 (2024) 103027, "

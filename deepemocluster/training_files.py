@@ -48,9 +48,18 @@ def saved_epoch(history):
     return int(np.argmin(history["val_loss"])) + 1
 
 
+def epoch_axis(ax, n_epochs):
+    """An x axis of whole epochs: ticks on epoch numbers only, half an epoch of margin each side."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0.5, n_epochs + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("epoch")
+
+
 def plot_trends(history, run, title):
     """NMI and validation loss per epoch in one PNG, training loss in another; both name
-    the run and mark the saved epoch."""
+    the run, mark the saved epoch and tick whole epochs."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -60,7 +69,7 @@ def plot_trends(history, run, title):
     nmis = [np.nan if v is None else v for v in history["nmi"]]
     fig, ax1 = plt.subplots(figsize=(6.4, 4.2))
     ax1.plot(epochs, history["val_loss"], "s-", color="tab:red", label="validation CCC loss")
-    ax1.set_xlabel("epoch")
+    epoch_axis(ax1, len(epochs))
     ax1.set_ylabel("validation CCC loss", color="tab:red")
     ax1.axvline(best, color="grey", linestyle=":", label=f"saved epoch ({best})")
     if np.isfinite(nmis).any():
@@ -80,7 +89,7 @@ def plot_trends(history, run, title):
         ax.plot(epochs, [np.nan if v is None else v for v in history["unsup_loss"]], "^-",
                 label="unsupervised stage")
     ax.axvline(best, color="grey", linestyle=":", label=f"saved epoch ({best})")
-    ax.set_xlabel("epoch")
+    epoch_axis(ax, len(epochs))
     ax.set_ylabel("training loss (mean over batches)")
     ax.legend(fontsize=8)
     fig.suptitle(f"{title}\nTraining loss", fontsize=10)
@@ -89,11 +98,15 @@ def plot_trends(history, run, title):
     plt.close("all")
 
 
+def epoch_count(n):
+    """'1 epoch', '2 epochs': a number of epochs as a phrase."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def run_title(args):
     """What a plot is of: model type, attribute, K, epochs (and the unlabelled turns)."""
     unlabel = f", {args.unlabel_size} unlabelled turns" if args.unlabel_size else ""
-    epochs = f"{args.epochs} epoch{'' if args.epochs == 1 else 's'}"
-    return (f"{args.model_type}, {args.emo_attr}, K = {args.num_clusters}, {epochs}, "
+    return (f"{args.model_type}, {args.emo_attr}, K = {args.num_clusters}, {epoch_count(args.epochs)}, "
             f"batch {args.batch_size}{unlabel}")
 
 

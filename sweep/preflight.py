@@ -22,7 +22,7 @@ def check_sweep(s):
     """Raise the UserError the first failing run of sweep `s` (reproduce.Settings) would stop on."""
     check_folders(s)
     check_batch(s.batch, s.processes)
-    load_norm_term(s.norm_dir, s.emotions)
+    load_norm_term(s.norm_dir, s.emotions, s.labels, s.features)
     val_split = validation_split(s.labels, s.val_split)
     stems = set()
     for emo in s.emotions:

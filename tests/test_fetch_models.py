@@ -5,6 +5,7 @@ import http.server
 import os
 import re
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -342,6 +343,106 @@ def test_archive_unpacked_one_level_down_is_pointed_to(release, tmp_path, capsys
                         f"trained_models/ folder: give --from {inner}\n")
     assert local_install(inner, tmp_path / "released", capsys)[0] == 0
     assert installed_files(tmp_path / "released" / "fixture") == contents
+
+
+def git(repo, *args):
+    """Run git in `repo` (as a named author, unsigned); its output."""
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=test", "-c", "user.email=test@example.org",
+                           "-c", "commit.gpgsign=false", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def git_clone_of(root, contents):
+    """A real git repository at `root` holding `contents` in one commit; that commit's id."""
+    write_local_copy(root, contents)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "release")
+    return git(root, "rev-parse", "HEAD")
+
+
+def run_command(line):
+    """Run a command line the error names (git, or fetch_models.py in this process)."""
+    words = line.split()
+    if words[0] == "git":
+        subprocess.run(words, check=True, capture_output=True)
+        return 0
+    return fetch_models.main(words[2:])
+
+
+def test_clone_at_the_commit_with_files_gone_is_told_to_restore_them_not_to_check_out(release, tmp_path,
+                                                                                       capsys):
+    rel, contents = release
+    clone, dest = tmp_path / "clone", tmp_path / "released"
+    rel.commit = git_clone_of(clone, contents)
+    gone = [rel.model_path("Dom", "Temp-Trans"), NORM_NAMES[2]]
+    for path in gone:
+        os.remove(clone / path)
+    code, out, err = local_install(clone, dest, capsys, "-mt", "Temp-Trans")
+    assert code == 1 and f"missing   {clone / gone[0]}\n" in out
+    restore = f"git -C {clone} checkout HEAD -- {gone[0]} {gone[1]}"
+    assert err == (f"error: 2 of the 6 file(s) to install are missing or differ in {clone} (2 missing, "
+                   f"0 differ; listed above): {clone} is at commit {rel.commit} already, so they are "
+                   f"missing from or changed in its working tree: restore them with: {restore}. "
+                   f"Nothing was installed.\n")
+    assert run_command(restore) == 0
+    assert local_install(clone, dest, capsys, "-mt", "Temp-Trans")[0] == 0
+    assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-GRU" not in p}
+
+
+def test_clone_holding_the_commit_elsewhere_is_told_to_check_it_out(release, tmp_path, capsys):
+    rel, contents = release
+    clone, dest = tmp_path / "clone", tmp_path / "released"
+    rel.commit = git_clone_of(clone, contents)
+    git(clone, "rm", "-q", rel.model_path("Act", "Temp-GRU"))
+    git(clone, "commit", "-q", "-m", "a later commit without one model")
+    code, _, err = local_install(clone, dest, capsys)
+    checkout = f"git -C {clone} checkout {rel.commit}"
+    assert code == 1 and f"needs {fetch_models.REPOSITORY_URL} at commit {rel.commit} ({checkout})." in err
+    assert run_command(checkout) == 0
+    assert local_install(clone, dest, capsys)[0] == 0
+    assert installed_files(dest / "fixture") == contents
+
+
+@pytest.fixture
+def other_release(release, monkeypatch):
+    """A second fixture release (Temp-Trans, semi-supervised) at a commit of its own."""
+    blobs = {(e, "Temp-Trans"): git_blob_id(e.encode()) for e in EMOTIONS}
+    rel = Release("fixture-ssl", "fedcba9876543210fedcba9876543210fedcba98", blobs,
+                  clusters={e: 10 for e in EMOTIONS}, unlabel={e: 500 for e in EMOTIONS})
+    monkeypatch.setitem(RELEASES, "fixture-ssl", rel)
+    return rel
+
+
+def test_clone_without_the_commit_names_the_release_it_does_hold(release, other_release, tmp_path, capsys):
+    """A clone holding one release's commit, asked for another release: no checkout is advised
+    (the commit is not in its history); the command that installs what it holds is named, and works."""
+    rel, contents = release
+    clone, dest = tmp_path / "clone", tmp_path / "released"
+    rel.commit = git_clone_of(clone, contents)
+    ssl = other_release.commit
+    code, err = cli_exit(["fixture-ssl", "--from", str(clone), "--dest", str(dest)], capsys)
+    assert code == 1 and f"git -C {clone} checkout" not in err
+    offered = f".venv/bin/python fetch_models.py fixture -mt Temp-Trans --dest {dest} --from {clone}"
+    assert err == (f"error: 3 of the 6 file(s) to install are missing or differ in {clone} (3 missing, "
+                   f"0 differ; listed above): fixture-ssl needs {fetch_models.REPOSITORY_URL} at commit "
+                   f"{ssl}, which the clone {clone} does not hold (not in its history: no checkout there "
+                   f"gives these files; fetch the commit where GitHub is reachable, git -C {clone} fetch "
+                   f"origin {ssl}, or unpack {fetch_models.REPOSITORY_URL}/archive/{ssl}.zip and give "
+                   f"--from that folder). Nothing was installed. It holds fixture's Temp-Trans models "
+                   f"(another release, at commit {rel.commit[:7]}) complete; install them with: {offered}\n")
+    assert run_command(offered) == 0
+    assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-GRU" not in p}
+
+    # An unpacked archive holding only the other release's Temp-GRU models: the type asked for
+    # (Temp-Trans) is not complete there, so the type it does hold is offered.
+    archive = tmp_path / "archive"
+    write_local_copy(archive, {p: c for p, c in contents.items() if "Temp-Trans" not in p})
+    code, err = cli_exit(["fixture-ssl", "--from", str(archive), "--dest", str(dest)], capsys)
+    assert code == 1 and err.endswith(
+        f"It holds fixture's Temp-GRU models (another release, at commit {rel.commit[:7]}) complete; "
+        f"install them with: .venv/bin/python fetch_models.py fixture -mt Temp-GRU --dest {dest} "
+        f"--from {archive}\n")
 
 
 def test_check_release(tmp_path, monkeypatch):

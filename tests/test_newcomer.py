@@ -1,7 +1,10 @@
 """A newcomer's first hour: finished models are never replaced without being asked,
 outputs are readable like ordinary files, and the training plots explain themselves."""
+import argparse
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ import soundfile as sf
 
 import feat_extract
 import main as train_main
+import norm_para
+import online_testing
 import prediction_process
 from deepemocluster import training_files
 from conftest import ROOT, SR, tone_turn
@@ -41,6 +46,7 @@ def test_the_shipped_models_command_is_refused_and_the_model_untouched():
 def test_overwrite_replaces_and_resume_continues(tiny_corpus, tmp_path, capsys):
     model_dir = tmp_path / "models"
     assert train_main.main(tiny_argv(tiny_corpus, model_dir)) is None
+    assert "4 clusters, 1 epoch, batch 4" in capsys.readouterr().out
     ckpt = model_dir / checkpoint_name(1, 4, 4, "Val", "Temp-Triplet")
     first = ckpt.read_bytes()
     assert cli(train_main.main, tiny_argv(tiny_corpus, model_dir)) == 1
@@ -105,3 +111,79 @@ def test_a_one_epoch_run_draws_no_empty_nmi_axis(monkeypatch):
     assert len(nmi_fig.axes) == 1
     assert "NMI needs two epochs" in nmi_fig._suptitle.get_text()
     assert all("NMI" not in ax.get_ylabel() for ax in nmi_fig.axes)
+
+
+@pytest.mark.parametrize("n_epochs", [1, 2, 3])
+def test_plots_tick_whole_epochs_and_count_them_in_words(monkeypatch, n_epochs):
+    history = {"train_loss": [2.0, 1.5, 1.2][:n_epochs], "unsup_loss": [None] * n_epochs,
+               "val_loss": [0.9, 0.7, 0.8][:n_epochs], "nmi": [None, 0.4, 0.6][:n_epochs],
+               "seconds": [1] * n_epochs}
+    args = argparse.Namespace(model_type="Temp-CNN", emo_attr="Val", num_clusters=4, epochs=n_epochs,
+                              batch_size=4, unlabel_size=0)
+    words = "1 epoch" if n_epochs == 1 else f"{n_epochs} epochs"
+    for fig, _ in plotted(monkeypatch, history, training_files.run_title(args)):
+        assert fig._suptitle.get_text().startswith(f"Temp-CNN, Val, K = 4, {words}, batch 4\n")
+        fig.canvas.draw()
+        for ax in fig.axes:
+            low, high = ax.get_xlim()
+            assert all(tick == round(tick) for tick in ax.get_xticks())
+            assert [tick for tick in ax.get_xticks() if low <= tick <= high] == list(range(1, n_epochs + 1))
+
+
+DEMO_LABELS_MISSING = (
+    "error: labels file not found: ./demo_corpus/Labels/labels_concensus.csv, the demo corpus's (not "
+    "made yet): make the demo corpus with `.venv/bin/python make_demo_corpus.py` and its features with "
+    "`.venv/bin/python feat_extract.py`; or give your own corpus's labels file with --labels FILE (and "
+    "its features with --features DIR)\n")
+TEST_FLAGS = ["-ep", "1", "-batch", "8", "-emo", "Act", "-nc", "10", "-mt", "Temp-Triplet"]
+
+
+@pytest.mark.parametrize("script, argv", [
+    (online_testing, TEST_FLAGS),
+    (online_testing, TEST_FLAGS + ["--norm-dir", "NormTerm_demo"]),
+    (train_main, TEST_FLAGS + ["--norm-dir", "NormTerm_demo", "--model-dir", "demo_models"]),
+    (norm_para, ["--norm-dir", "NormTerm_demo"]),
+])
+def test_a_fresh_clone_without_the_demo_corpus_is_told_how_to_make_it_or_to_give_labels(
+        script, argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(script.main, argv) == 1
+    assert capsys.readouterr().err == DEMO_LABELS_MISSING
+    assert cli(script.main, argv + ["--labels", "mine.csv"]) == 1
+    assert capsys.readouterr().err == ("error: labels file not found: mine.csv; give your own corpus's "
+                                       "labels file with --labels FILE (and its features with "
+                                       "--features DIR)\n")
+
+
+def test_the_normterm_hint_names_the_corpus_and_its_command_works(tiny_corpus, tmp_path, capsys):
+    """The norm_para.py command the error gives computes the NormTerm from the corpus the test was
+    given; after it, online_testing.py gets past the NormTerm (to the missing checkpoint)."""
+    norm = str(tmp_path / "norm")
+    argv = TEST_FLAGS + ["--labels", tiny_corpus["labels"], "--features", tiny_corpus["features"],
+                         "--norm-dir", norm, "--model-dir", str(tmp_path / "models"),
+                         "--cache-dir", str(tmp_path / "cache")]
+    assert cli(online_testing.main, argv) == 1
+    command = (f".venv/bin/python norm_para.py --labels {tiny_corpus['labels']} --features "
+               f"{tiny_corpus['features']} --norm-dir {norm}")
+    missing = ", ".join(os.path.join(norm, f"{n}_norm_{s}.mat") for n in ("feat", "act") for s in ("means", "stds"))
+    assert capsys.readouterr().err == (f"error: normalisation file(s) missing: {missing}. Compute them with "
+                                       f"`{command}` (from the corpus's Train split; see README).\n")
+    assert cli(norm_para.main, command.split()[2:]) == 0
+    assert cli(online_testing.main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint not found: {tmp_path / 'models'}") and "NormTerm" not in err
+
+
+def test_test_sh_says_why_tests_skipped(tmp_path):
+    """test.sh's pytest command, run on a folder with one skipping test, prints the skip's
+    reason (its environment set-up replaced by none: this virtual environment is used as it is)."""
+    with open(os.path.join(ROOT, "test.sh")) as src, open(tmp_path / "test.sh", "w") as dst:
+        dst.write(src.read())
+    (tmp_path / "setup_env.sh").write_text("")
+    os.symlink(sys.prefix, tmp_path / ".venv")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_skips.py").write_text(
+        "import pytest\n\n\ndef test_on_a_gpu():\n    pytest.skip('no CUDA device here')\n")
+    done = subprocess.run(["bash", str(tmp_path / "test.sh")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SKIPPED [1] tests/test_skips.py:5: no CUDA device here" in done.stdout.splitlines()

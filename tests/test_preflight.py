@@ -91,8 +91,10 @@ def test_missing_feature_and_normterm_files(grid):
     norm = grid["tmp"] / "NormTerm"
     shutil.copytree(grid["corpus"]["norm"], norm)
     os.remove(norm / "val_norm_stds.mat")
-    assert refused(grid, {"--norm-dir": str(norm)}).startswith(
-        f"normalisation file(s) missing: {norm / 'val_norm_stds.mat'}. Compute them with")
+    assert refused(grid, {"--norm-dir": str(norm)}) == (
+        f"normalisation file(s) missing: {norm / 'val_norm_stds.mat'}. Compute them with "
+        f"`.venv/bin/python norm_para.py --labels {grid['corpus']['labels']} --features "
+        f"{grid['corpus']['features']} --norm-dir {norm}` (from the corpus's Train split; see README).")
 
 
 def test_labels_file_without_a_column_of_the_grid(grid):
