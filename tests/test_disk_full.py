@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from support.full_disk import FullDisk, room_again
-from test_errors import (BATCH, K, assert_same_training, corpus, leftovers, models,  # noqa: F401
-                         predict_argv, read_rows, run_files, save_models, tone, train_argv,
-                         write_labels, write_wav)
-from test_fetch_models import installed_files, release, server, url_path  # noqa: F401
+from support.audio import tone, write_audio
+from support.corpus import write_labels
+from support.files import file_contents, leftovers, read_rows
+from support.release_server import url_path
+from support.training import BATCH, K, assert_same_training, predict_argv, run_files, save_models, train_argv
 
 from deepemocluster import disk_space  # noqa: E402
 import feat_extract  # noqa: E402
@@ -206,7 +207,7 @@ def test_a_chunk_cache_that_cannot_fit_is_refused_before_it_is_built(corpus, tmp
             (cache / (name + ext)).write_bytes(b"\0" * n)
             os.utime(cache / (name + ext), (1e9 - age, 1e9 - age))
     (cache / "notes.npy").write_bytes(b"not a cache")
-    monkeypatch.setattr(diskspace, "free_bytes", lambda folder: 1_000_000)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda folder: 1_000_000)
     argv = train_argv(corpus, model_dir, epochs=1)
     argv[argv.index("--cache-dir") + 1] = cache
     older = (f"Chunk caches of other inputs or NormTerm in {cache}, which this run does not use "
@@ -223,7 +224,7 @@ def test_a_chunk_cache_that_cannot_fit_is_refused_before_it_is_built(corpus, tmp
     # online_testing.py builds its cache in the same place: the same check.
     save_models(model_dir, epochs=1)
     test_argv = argv + ["--cache-dtype", "float16"]
-    monkeypatch.setattr(diskspace, "free_bytes", lambda folder: 300_000)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda folder: 300_000)
     assert cli(online_testing, test_argv) == 1
     assert capsys.readouterr().err == (
         f"error: the Test1 chunk cache needs {human_size(cache_bytes(2, 'float16'))} in {cache}, but "
@@ -232,7 +233,7 @@ def test_a_chunk_cache_that_cannot_fit_is_refused_before_it_is_built(corpus, tmp
 
 def test_training_that_cannot_fit_stops_before_the_first_epoch(corpus, tmp_path, monkeypatch, capsys):
     model_dir = str(tmp_path / "m")
-    monkeypatch.setattr(diskspace, "free_bytes",
+    monkeypatch.setattr(disk_space, "free_bytes",
                         lambda folder: 5_000_000 if folder == model_dir else 10 ** 12)
     assert cli(train_script, train_argv(corpus, model_dir, epochs=2)) == 1
     model = build_model("Temp-Triplet", K)
@@ -276,13 +277,13 @@ def test_the_training_room_is_what_the_files_take(tmp_path, monkeypatch):
         assert size <= estimate <= 1.05 * size, key
     needed = ckpt + 2 * resume + clusters + disk_space.SMALL_FILES_BYTES
     folder = str(tmp_path)
-    monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda f: needed)
     disk_space.check_training_room(folder, [], model, 4, 2)
-    monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed - 1)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda f: needed - 1)
     with pytest.raises(UserError, match="training needs"):
         disk_space.check_training_room(folder, [], model, 4, 2)
     existing = sum(os.path.getsize(p) for p in run.values())
-    monkeypatch.setattr(diskspace, "free_bytes", lambda f: needed - existing)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda f: needed - existing)
     disk_space.check_training_room(folder, list(run.values()), model, 4, 2)
 
 
@@ -292,7 +293,7 @@ def test_feature_extraction_stops_at_a_full_disk_and_continues_when_run_again(di
                                                                              capsys):
     audio, out = tmp_path / "in", tmp_path / "out"
     for i, name in enumerate(("a", "b", "c")):
-        write_wav(str(audio / f"{name}.wav"), tone(1.5, i))
+        write_audio(str(audio / f"{name}.wav"), tone(1.5, i))
     full = disk("b.mat", room=300)
     argv = ["--input", audio, "--output", out, "--workers", workers]
     assert cli(feat_extract, argv) == 1
@@ -348,7 +349,7 @@ def predicted(corpus, models, tmp_path_factory):
     """A prediction of one 3-second file with every output, as a previous run left it."""
     tmp_path = tmp_path_factory.mktemp("predicted")
     audio, out = tmp_path / "in", tmp_path / "out"
-    write_wav(str(audio / "a.wav"), tone(3.0))
+    write_audio(str(audio / "a.wav"), tone(3.0))
     argv = predict_argv(corpus, models, audio, out / "pred.csv") + [
         "--window", "2", "--hop", "1", "--embeddings", out / "emb", "--plot", out / "plots"]
     assert cli(prediction_process, argv) == 0
@@ -380,14 +381,14 @@ def test_a_fetch_stopped_by_a_full_disk_fetches_only_the_rest_when_run_again(
     assert full.hits
     path = os.path.join(str(tmp_path), "fixture", target)
     assert capsys.readouterr().err == full_disk_message(path, fetch_models.AFTER_FULL_DISK)
-    first = installed_files(tmp_path / "fixture")
+    first = file_contents(tmp_path / "fixture")
     assert target not in first and 0 < len(first) < len(contents)
     assert all(contents[p] == body for p, body in first.items()) and leftovers(str(tmp_path)) == []
     room_again()
     server.requests.clear()
     assert cli(fetch_models, argv) == 0
     assert sorted(server.requests) == sorted(url_path(p) for p in contents if p not in first)
-    assert installed_files(tmp_path / "fixture") == contents
+    assert file_contents(tmp_path / "fixture") == contents
 
 
 # --- sweeps ---------------------------------------------------------------------------------------------

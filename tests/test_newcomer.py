@@ -11,9 +11,10 @@ import feat_extract
 import main as train_main
 import prediction_process
 from deepemocluster import training_files
-from conftest import ROOT, SR, tone_turn
 from model import ARCH, build_model, checkpoint_name, released_state_dict
-from test_errors import cli, run_script
+from support import ROOT
+from support.audio import SR, tone_turn
+from support.cli import cli, run_script
 from utils import save_torch
 
 SHIPPED = os.path.join(ROOT, "trained_models",
@@ -79,7 +80,7 @@ def test_outputs_get_the_permissions_of_an_ordinary_write(umask, mode, tmp_path)
 def plotted(monkeypatch, history, title="Temp-CNN, Val, K = 4, 3 epochs, batch 4"):
     """The two figures plot_trends draws, captured instead of written."""
     figures = []
-    monkeypatch.setattr(run_files, "save_figure", lambda fig, path: figures.append((fig, path)))
+    monkeypatch.setattr(training_files, "save_figure", lambda fig, path: figures.append((fig, path)))
     run = type("Run", (), {"nmi_val_plot": "a.png", "train_plot": "b.png"})()
     training_files.plot_trends(history, run, title)
     return figures

@@ -13,7 +13,7 @@ import main as train_main
 import norm_para
 import online_testing
 import prediction_process
-from conftest import ROOT
+from support import ROOT
 from deepemocluster.plots import BAND_STDS, label_band
 from deepemocluster.features import load_norm_term
 from deepemocluster.labels import read_labels

@@ -19,9 +19,10 @@ import soundfile as sf
 
 import fetch_models
 import prediction_process
-from conftest import ROOT, SR, write_random_release
 from deepemocluster.predictor import Predictor
-from test_prediction_windows import save_models, voice, write_audio, write_norm_term
+from support import ROOT
+from support.audio import SR, voice, write_audio
+from support.models import save_models, write_norm_term, write_random_release
 from deepemocluster.features import extract_features
 from utils import EMOTIONS, UserError, run_cli
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import main as train_main
-from conftest import ROOT
+from support import ROOT
 
 README = os.path.join(ROOT, "README.md")
 DEMO_HEADING = "### The demo, step by step"
