@@ -1,55 +1,37 @@
-"""Shared fixtures: a tiny labelled corpus made on the fly, in the MSP-Podcast layout."""
-import csv
+"""The fixtures more than one test module uses (their helpers are in tests/support/), and the
+repository root on sys.path, so that tests import the scripts and packages as a user does."""
+import http.server
 import os
 import sys
+import threading
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytest.register_assert_rewrite("support")
+
+from support import ROOT  # noqa: E402
+
 sys.path.insert(0, ROOT)
 
-SR = 16000
-
-
-def tone_turn(rng, level, seconds):
-    """A buzzy tone whose pitch and brightness follow `level` (a label in 1–7)."""
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 100 + 25 * level
-    y = sum(np.sin(2 * np.pi * f0 * h * t) / h ** (2.5 - 0.25 * level) for h in range(1, 12))
-    y = y * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2) + 0.01 * rng.standard_normal(len(t))
-    return (0.3 * y / np.max(np.abs(y))).astype(np.float32)
-
-
-def write_corpus(root, counts=(("Train", 16), ("Validation", 6), ("Test1", 6)), seed=0):
-    rng = np.random.default_rng(seed)
-    audio = os.path.join(root, "Audios")
-    os.makedirs(audio)
-    os.makedirs(os.path.join(root, "Labels"))
-    rows, k = [], 0
-    for split, n in counts:
-        for _ in range(n):
-            level = float(rng.uniform(1, 7))
-            name = f"MSP-PODCAST_{k // 4:04d}_{k:04d}.wav"
-            sf.write(os.path.join(audio, name), tone_turn(rng, level, rng.uniform(2.75, 4.0)), SR,
-                     subtype="PCM_16")
-            rows.append([name, "N", round(level, 2), round(8 - level, 2), round(level, 2),
-                         k // 4, "Female", split])
-            k += 1
-    with open(os.path.join(root, "Labels", "labels_concensus.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"])
-        w.writerows(rows)
-    return root
+import export_onnx  # noqa: E402
+import feat_extract  # noqa: E402
+import fetch_models  # noqa: E402
+import norm_para  # noqa: E402
+from deepemocluster import releases  # noqa: E402
+from deepemocluster.releases import RELEASES, Release  # noqa: E402
+from model import checkpoint_name  # noqa: E402
+from support.audio import voice, write_audio  # noqa: E402
+from support.corpus import write_corpus  # noqa: E402
+from support.onnx_export import SHIPPED  # noqa: E402
+from support.release_server import (COMMIT, FIXTURE_TYPES, NORM_NAMES, Handler,  # noqa: E402
+                                    fixture_content, git_blob_id)
+from support.training import save_models  # noqa: E402
+from utils import EMOTIONS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """Audio, labels, features and NormTerm of a 28-turn corpus (made once per session)."""
-    import feat_extract
-    import norm_para
-
     root = str(tmp_path_factory.mktemp("corpus"))
     write_corpus(root)
     feats = os.path.join(root, "Features")
@@ -61,23 +43,74 @@ def tiny_corpus(tmp_path_factory):
             "norm": os.path.join(root, "NormTerm")}
 
 
-def write_random_release(root, name="v1.8-ssl", temporal_type="Temp-Trans"):
-    """What fetch_models.py installs for release `name` into root/name, with random weights (seed
-    0) under the release's checkpoint names and a NormTerm of ones: for tests, which never download."""
-    import fetch_models
-    import torch
-    from model import ARCH, build_model, released_state_dict
-    from utils import EMOTIONS, NORM_VAR, save_mat, save_torch
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A labelled corpus of 4 Train, 2 Validation and 2 Test1 turns with features and NormTerm."""
+    root = str(tmp_path_factory.mktemp("corpus"))
+    write_corpus(root, counts=(("Train", 4), ("Validation", 2), ("Test1", 2)), seed=1)
+    features = os.path.join(root, "Features")
+    summary = feat_extract.extract_folder(os.path.join(root, "Audios"), features)
+    assert not summary["failed"]
+    labels = os.path.join(root, "Labels", "labels_concensus.csv")
+    norm = os.path.join(root, "NormTerm")
+    norm_para.save_norm_term(norm_para.compute_norm_term(labels, features)[0], norm)
+    return {"root": root, "features": features, "labels": labels, "norm": norm,
+            "cache": os.path.join(root, "cache")}
 
-    release = fetch_models.RELEASES[name]
-    base = os.path.join(str(root), name)
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Untrained checkpoints of the small training setup (support.training)."""
+    model_dir = str(tmp_path_factory.mktemp("models"))
+    save_models(model_dir)
+    return model_dir
+
+
+@pytest.fixture
+def release(monkeypatch):
+    """A fixture release of 6 models (2 temporal types) and 3 NormTerm files, with its contents."""
+    contents = {path: fixture_content(path, 1000) for path in NORM_NAMES}
+    monkeypatch.setattr(releases, "NORM_TERM_BLOBS", {p: git_blob_id(c) for p, c in contents.items()})
+    blobs = {}
     for emo in EMOTIONS:
-        torch.manual_seed(0)
-        model = build_model(temporal_type, release.clusters[emo])
-        save_torch(os.path.join(base, release.model_path(emo, temporal_type)),
-                   {"arch": ARCH, "state_dict": released_state_dict(model)})
-    for path in release.files(temporal_type):
-        if path.startswith("NormTerm/"):
-            size = (1, 128) if "feat_" in path else (1, 1)
-            save_mat(os.path.join(base, path), NORM_VAR, np.ones(size))
-    return base
+        for mt in FIXTURE_TYPES:
+            path = "trained_models/" + checkpoint_name(30, 64, 10, emo, mt)
+            contents[path] = fixture_content(path, 3 * fetch_models.BLOCK_SIZE + 123)
+            blobs[(emo, mt)] = git_blob_id(contents[path])
+    rel = Release("fixture", COMMIT, blobs, clusters={e: 10 for e in EMOTIONS},
+                  unlabel={e: 0 for e in EMOTIONS})
+    monkeypatch.setitem(RELEASES, "fixture", rel)
+    return rel, contents
+
+
+@pytest.fixture
+def server(release):
+    """A raw-file server on 127.0.0.1 serving the fixture release at /<owner>/<repo>/<commit>/<path>."""
+    _, contents = release
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.files = {f"/{fetch_models.REPOSITORY}/{COMMIT}/{p}": c for p, c in contents.items()}
+    httpd.requests, httpd.cut = [], set()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def shipped_onnx(tmp_path_factory):
+    """The shipped demo models (trained Temp-Triplet, released layout) exported to ONNX."""
+    out = tmp_path_factory.mktemp("shipped_onnx")
+    assert export_onnx.main([*SHIPPED, "--output", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    """Files of 0.5 s (padded), 0.9 s (whole short turn), 3 s and 7 s, and an unreadable one."""
+    audio = tmp_path_factory.mktemp("recordings")
+    for i, seconds in enumerate((0.5, 0.9, 3.0, 7.0)):
+        write_audio(str(audio / f"r{i}.wav"), voice(seconds, seed=i))
+    (audio / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+    return audio

@@ -17,7 +17,7 @@ from bench.machine import CAP_VARIABLES, machine_info
 from bench.report import header_lines, table_lines
 from bench.scale import V112_DEVELOPMENT, V112_TRAIN, cache_turn_bytes, dev_turns, scale_sizes
 from bench.training import bench_epochs, epoch_rows
-from conftest import ROOT
+from support import ROOT
 from dataloader import LabelledTurns
 from deepemocluster.labels import feature_paths, read_labels, validation_split
 from deepemocluster.compute import cpu_capability, cpu_flags

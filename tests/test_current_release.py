@@ -25,7 +25,8 @@ import norm_para
 import online_testing
 import prediction_process
 from deepemocluster.features import load_norm_term
-from utils import EMOTIONS, LABEL_COLUMN, run_cli
+from support.cli import cli
+from utils import EMOTIONS, LABEL_COLUMN
 
 # A corpus small enough for a few seconds per script on 2 cores.
 CORPUS_FLAGS = ["--release", "v1.12", "--train", "16", "--validation", "6", "--test", "6",
@@ -35,13 +36,6 @@ MODEL_FLAGS = ["-ep", "1", "-batch", "4", "-nc", "4", "-mt", "Temp-CNN"]
 TEST_EMOTION = "Act"
 LABELLED_TEST_SPLITS = ("Test1", "Test2")
 UNLABELLED_SPLIT = "Test3"
-
-
-def cli(script_main, argv):
-    """A script's main(argv) under run_cli, as its `__main__` runs it: the exit status."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: script_main([str(a) for a in argv]))
-    return exit_info.value.code
 
 
 def cli_output(script_main, argv):

@@ -4,14 +4,12 @@ import collections
 import csv
 import json
 import os
-import sys
 import wave
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import make_demo_corpus as mdc  # noqa: E402
+import make_demo_corpus as mdc
+from support.files import file_contents
 
 TINY = ["--train", "6", "--validation", "3", "--test", "3", "--predict", "2", "--unlabeled", "2"]
 COLUMNS = ["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"]
@@ -28,17 +26,6 @@ LABEL_CELLS = ("EmoClass", "EmoAct", "EmoVal", "EmoDom")
 def make(out_dir, seed=0, extra=()):
     assert mdc.main(["--out", str(out_dir), "--seed", str(seed), *TINY, *extra]) == 0
     return out_dir
-
-
-def all_files(root):
-    """{relative path: bytes} for every file under root."""
-    found = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, root)] = handle.read()
-    return found
 
 
 def read_rows(root, labels=V18_LABELS):
@@ -64,25 +51,25 @@ def corpus(tmp_path_factory):
 
 def test_same_seed_gives_identical_files(corpus, tmp_path):
     again = make(tmp_path / "again")
-    first, second = all_files(corpus), all_files(again)
+    first, second = file_contents(corpus), file_contents(again)
     assert sorted(first) == sorted(second)
     assert first == second
 
 
 def test_rerun_in_place_is_identical_and_overwrites(tmp_path):
     out = make(tmp_path / "demo")
-    before = all_files(out)
+    before = file_contents(out)
     wav = os.path.join(out, "Audios", sorted(os.listdir(os.path.join(out, "Audios")))[0])
     with open(wav, "wb") as handle:
         handle.write(b"garbage")
     make(out)
-    assert all_files(out) == before
+    assert file_contents(out) == before
     assert not [name for name in os.listdir(os.path.join(out, "Audios")) if name.endswith(".tmp")]
 
 
 def test_different_seed_differs(corpus, tmp_path):
     other = make(tmp_path / "other", seed=1)
-    first, second = all_files(corpus), all_files(other)
+    first, second = file_contents(corpus), file_contents(other)
     assert first["Labels/labels_concensus.csv"] != second["Labels/labels_concensus.csv"]
     shared_wavs = [p for p in first if p.endswith(".wav") and p in second]
     assert shared_wavs
@@ -223,7 +210,7 @@ def test_turns_do_not_depend_on_corpus_size(corpus, tmp_path):
     small = tmp_path / "small"
     assert mdc.main(["--out", str(small), "--train", "3", "--validation", "3", "--test", "3",
                      "--predict", "0"]) == 0
-    big, little = all_files(corpus), all_files(small)
+    big, little = file_contents(corpus), file_contents(small)
     wavs = [p for p in little if p.endswith(".wav")]
     assert len(wavs) == 9
     assert all(little[p] == big[p] for p in wavs)
@@ -287,16 +274,16 @@ def test_v112_splits_are_speaker_disjoint(v112):
 
 
 def test_v112_same_seed_gives_identical_files(v112, tmp_path):
-    first, second = all_files(v112), all_files(make_v112(tmp_path / "again"))
+    first, second = file_contents(v112), file_contents(make_v112(tmp_path / "again"))
     assert sorted(first) == sorted(second)
     assert first == second
 
 
 def test_v112_rerun_in_place_is_identical(tmp_path):
     out = make_v112(tmp_path / "demo")
-    before = all_files(out)
+    before = file_contents(out)
     make_v112(out)
-    assert all_files(out) == before
+    assert file_contents(out) == before
 
 
 def test_v112_marker_names_the_release_and_the_default_marker_does_not(v112, corpus):
@@ -316,7 +303,7 @@ def test_v112_first_three_splits_are_the_default_corpus_renamed(v112, corpus):
     renamed = [{**r, "Split_Set": "Development" if r["Split_Set"] == "Validation" else r["Split_Set"]}
                for r in old]
     assert new[:len(old)] == renamed
-    old_files, new_files = all_files(corpus), all_files(v112)
+    old_files, new_files = file_contents(corpus), file_contents(v112)
     for row in old:
         path = os.path.join("Audios", row["FileName"])
         assert new_files[path] == old_files[path]
@@ -325,9 +312,9 @@ def test_v112_first_three_splits_are_the_default_corpus_renamed(v112, corpus):
 def test_switching_release_in_place_leaves_only_the_new_layout(tmp_path):
     out = make_v112(tmp_path / "demo")
     make(out)
-    assert all_files(out) == all_files(make(tmp_path / "fresh_default"))
+    assert file_contents(out) == file_contents(make(tmp_path / "fresh_default"))
     make_v112(out)
-    assert all_files(out) == all_files(make_v112(tmp_path / "fresh_v112"))
+    assert file_contents(out) == file_contents(make_v112(tmp_path / "fresh_v112"))
 
 
 def test_refuses_a_folder_with_foreign_v112_labels(tmp_path):

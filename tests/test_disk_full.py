@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from support.full_disk import FullDisk, room_again
-from test_errors import (BATCH, K, assert_same_training, corpus, leftovers, models,  # noqa: F401
-                         predict_argv, read_rows, run_files, save_models, tone, train_argv,
-                         write_labels, write_wav)
-from test_fetch_models import installed_files, release, server, url_path  # noqa: F401
+from support.audio import tone, write_audio
+from support.corpus import write_labels
+from support.files import file_contents, leftovers, read_rows
+from support.release_server import url_path
+from support.training import BATCH, K, assert_same_training, predict_argv, run_files, save_models, train_argv
 
 from deepemocluster import disk_space  # noqa: E402
 import feat_extract  # noqa: E402
@@ -292,7 +293,7 @@ def test_feature_extraction_stops_at_a_full_disk_and_continues_when_run_again(di
                                                                              capsys):
     audio, out = tmp_path / "in", tmp_path / "out"
     for i, name in enumerate(("a", "b", "c")):
-        write_wav(str(audio / f"{name}.wav"), tone(1.5, i))
+        write_audio(str(audio / f"{name}.wav"), tone(1.5, i))
     full = disk("b.mat", room=300)
     argv = ["--input", audio, "--output", out, "--workers", workers]
     assert cli(feat_extract, argv) == 1
@@ -348,7 +349,7 @@ def predicted(corpus, models, tmp_path_factory):
     """A prediction of one 3-second file with every output, as a previous run left it."""
     tmp_path = tmp_path_factory.mktemp("predicted")
     audio, out = tmp_path / "in", tmp_path / "out"
-    write_wav(str(audio / "a.wav"), tone(3.0))
+    write_audio(str(audio / "a.wav"), tone(3.0))
     argv = predict_argv(corpus, models, audio, out / "pred.csv") + [
         "--window", "2", "--hop", "1", "--embeddings", out / "emb", "--plot", out / "plots"]
     assert cli(prediction_process, argv) == 0
@@ -380,14 +381,14 @@ def test_a_fetch_stopped_by_a_full_disk_fetches_only_the_rest_when_run_again(
     assert full.hits
     path = os.path.join(str(tmp_path), "fixture", target)
     assert capsys.readouterr().err == full_disk_message(path, fetch_models.AFTER_FULL_DISK)
-    first = installed_files(tmp_path / "fixture")
+    first = file_contents(tmp_path / "fixture")
     assert target not in first and 0 < len(first) < len(contents)
     assert all(contents[p] == body for p, body in first.items()) and leftovers(str(tmp_path)) == []
     room_again()
     server.requests.clear()
     assert cli(fetch_models, argv) == 0
     assert sorted(server.requests) == sorted(url_path(p) for p in contents if p not in first)
-    assert installed_files(tmp_path / "fixture") == contents
+    assert file_contents(tmp_path / "fixture") == contents
 
 
 # --- sweeps ---------------------------------------------------------------------------------------------

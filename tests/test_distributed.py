@@ -24,7 +24,7 @@ import torch.nn as nn
 from deepemocluster import distributed
 from support import distributed_driver as driver
 import main as train_main
-from conftest import ROOT
+from support import ROOT
 from model import build_model, load_model, read_checkpoint, released_state_dict
 from deepemocluster.compute import Settings
 from utils import UserError

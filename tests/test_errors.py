@@ -11,17 +11,18 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 import scipy.io
-import soundfile as sf
 import torch
 
-from conftest import ROOT, SR, tone_turn, write_corpus
+from support.audio import SR, tone, write_audio
+from support.cli import cli, run_script
+from support.corpus import write_labels
+from support.files import leftovers, read_rows
+from support.training import BATCH, K, assert_same_training, predict_argv, run_files, save_models, train_argv
 
 import feat_extract  # noqa: E402
 import main as train_script  # noqa: E402
@@ -30,50 +31,23 @@ import online_testing  # noqa: E402
 import prediction_process  # noqa: E402
 from dataloader import LabelledTurns  # noqa: E402
 from deepemocluster.features import normalise_features  # noqa: E402
-from model import ARCH, build_model, checkpoint_name, released_state_dict  # noqa: E402
-from utils import (EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, NORM_VAR, load_mat, run_cli, save_mat,  # noqa: E402
-                   save_torch, sentence_uniform_sample, sentence_uniform_weights)
-
-K = 4
-BATCH = 4
+from model import ARCH, checkpoint_name  # noqa: E402
+from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, NORM_VAR, load_mat, save_mat, save_torch,  # noqa: E402
+                   sentence_uniform_sample, sentence_uniform_weights)
 
 
 # --- helpers ---------------------------------------------------------------------------
-def run_script(script, *args):
-    """A script's command line, run as a user would: (exit status, stdout, stderr)."""
-    done = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    return done.returncode, done.stdout, done.stderr
-
-
-def cli(script_main, argv):
-    """A script's main(argv) under run_cli, as its `__main__` runs it: the exit status."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: script_main([str(a) for a in argv]))
-    return exit_info.value.code
-
-
-def write_wav(path, y, sr=SR):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, y, sr, subtype="PCM_16")
-    return path
-
-
-def tone(seconds, seed=0, level=4.0):
-    return tone_turn(np.random.default_rng(seed), level, seconds)
-
-
 def bad_audio_folder(root):
     """Good turns beside every kind of bad input; returns {kind: path}."""
     files = {
-        "good": write_wav(os.path.join(root, "good.wav"), tone(3.0, 1)),
-        "good_nested": write_wav(os.path.join(root, "spk1", "good_nested.wav"), tone(3.0, 2, 6.0)),
-        "short": write_wav(os.path.join(root, "short.wav"), tone(0.5, 3)),
-        "silent": write_wav(os.path.join(root, "silent.wav"), np.zeros(3 * SR, np.float32)),
+        "good": write_audio(os.path.join(root, "good.wav"), tone(3.0, 1)),
+        "good_nested": write_audio(os.path.join(root, "spk1", "good_nested.wav"), tone(3.0, 2, 6.0)),
+        "short": write_audio(os.path.join(root, "short.wav"), tone(0.5, 3)),
+        "silent": write_audio(os.path.join(root, "silent.wav"), np.zeros(3 * SR, np.float32)),
     }
     t = np.arange(int(3.0 * 44100)) / 44100
     stereo = np.stack([np.sin(2 * np.pi * 220 * t), 0.5 * np.sin(2 * np.pi * 330 * t)], axis=1)
-    files["stereo"] = write_wav(os.path.join(root, "stereo_44k.wav"), 0.3 * stereo, 44100)
+    files["stereo"] = write_audio(os.path.join(root, "stereo_44k.wav"), 0.3 * stereo, 44100)
     files["text"] = os.path.join(root, "not_audio.wav")
     with open(files["text"], "w") as f:
         f.write("this is a text file with a .wav name\n")
@@ -87,18 +61,8 @@ def bad_audio_folder(root):
     return files
 
 
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def stem(path):
     return os.path.splitext(os.path.basename(path))[0]
-
-
-def leftovers(folder):
-    """Temporary files left behind by an interrupted write."""
-    return [n for _, _, names in os.walk(folder) for n in names if n.endswith(".tmp")]
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -113,71 +77,11 @@ def extraction(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A labelled corpus of 4 Train, 2 Validation and 2 Test1 turns with features and NormTerm."""
-    root = str(tmp_path_factory.mktemp("corpus"))
-    write_corpus(root, counts=(("Train", 4), ("Validation", 2), ("Test1", 2)), seed=1)
-    features = os.path.join(root, "Features")
-    summary = feat_extract.extract_folder(os.path.join(root, "Audios"), features)
-    assert not summary["failed"]
-    labels = os.path.join(root, "Labels", "labels_concensus.csv")
-    norm = os.path.join(root, "NormTerm")
-    norm_para.save_norm_term(norm_para.compute_norm_term(labels, features)[0], norm)
-    return {"root": root, "features": features, "labels": labels, "norm": norm,
-            "cache": os.path.join(root, "cache")}
-
-
-def train_argv(corpus, model_dir, epochs=3, labels=None, features=None):
-    return ["-ep", epochs, "-batch", BATCH, "-nc", K, "-emo", "Val", "-mt", "Temp-Triplet",
-            "--features", features or corpus["features"], "--labels", labels or corpus["labels"],
-            "--norm-dir", corpus["norm"], "--model-dir", model_dir, "--cache-dir", corpus["cache"]]
-
-
-def run_files(model_dir, epochs=3):
-    name = checkpoint_name(epochs, BATCH, K, "Val", "Temp-Triplet")
-    ckpt = os.path.join(str(model_dir), name)
-    stem_ = ckpt[:-len(".pth.tar")]
-    return {"checkpoint": ckpt, "resume": stem_ + "_resume.pth.tar",
-            "clusters": stem_ + "_clusters.npy", "history": stem_ + "_history.json"}
-
-
-@pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     """An uninterrupted 3-epoch training run."""
     model_dir = str(tmp_path_factory.mktemp("trained"))
     train_script.main([str(a) for a in train_argv(corpus, model_dir)])
     return {"dir": model_dir, **run_files(model_dir)}
-
-
-def save_models(model_dir, temporal_type="Temp-Triplet", n_clusters=K, as_type="Temp-Triplet",
-                as_clusters=K, epochs=1):
-    """Untrained attribute checkpoints of one setup, saved under the names of another."""
-    for i, emo in enumerate(EMOTIONS):
-        torch.manual_seed(i)
-        model = build_model(temporal_type, n_clusters)
-        name = checkpoint_name(epochs, BATCH, as_clusters, emo, as_type)
-        save_torch(os.path.join(str(model_dir), name),
-                   {"arch": ARCH, "state_dict": released_state_dict(model)})
-
-
-def predict_argv(corpus, model_dir, input_dir, output, norm=None, n_clusters=K, mt="Temp-Triplet"):
-    return ["--input", input_dir, "--output", output, "-ep", 1, "-batch", BATCH, "-nc", n_clusters,
-            "-mt", mt, "--model-dir", model_dir, "--norm-dir", norm or corpus["norm"]]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    model_dir = str(tmp_path_factory.mktemp("models"))
-    save_models(model_dir)
-    return model_dir
-
-
-def write_labels(path, rows, columns):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    return path
 
 
 # --- feature extraction ---------------------------------------------------------------------------
@@ -218,8 +122,8 @@ def test_extract_reports_a_turn_shorter_than_one_chunk(extraction):
 
 def test_extract_rerun_skips_complete_outputs_and_writes_atomically(tmp_path, monkeypatch, capsys):
     audio, out = str(tmp_path / "in"), str(tmp_path / "out")
-    write_wav(os.path.join(audio, "a.wav"), tone(1.5, 1))
-    write_wav(os.path.join(audio, "b.wav"), tone(1.5, 2))
+    write_audio(os.path.join(audio, "a.wav"), tone(1.5, 1))
+    write_audio(os.path.join(audio, "b.wav"), tone(1.5, 2))
     argv = ["--input", audio, "--output", out]
     assert cli(feat_extract.main, argv) == 0
     a_mat, b_mat = os.path.join(out, "a.mat"), os.path.join(out, "b.mat")
@@ -415,23 +319,10 @@ def test_resume_after_a_kill_gives_the_same_training(corpus, trained, tmp_path, 
     assert_same_training(files, trained, 3)
 
 
-def assert_same_training(files, whole, epochs):
-    """Bit-identical to the uninterrupted run: checkpoint, resume state, cluster log, history
-    (but for the seconds each epoch took). Returns the history."""
-    for key in ("checkpoint", "resume", "clusters"):
-        assert open(files[key], "rb").read() == open(whole[key], "rb").read(), key
-    with open(files["history"]) as f, open(whole["history"]) as g:
-        resumed, uninterrupted = json.load(f), json.load(g)
-    for h in (resumed, uninterrupted):
-        assert len(h.pop("seconds")) == epochs
-    assert resumed == uninterrupted
-    return resumed
-
-
 # --- prediction -----------------------------------------------------------------------------------
 def test_predict_missing_checkpoint_or_normterm_says_where_and_how(corpus, models, tmp_path, capsys):
     audio = str(tmp_path / "in")
-    write_wav(os.path.join(audio, "a.wav"), tone(2.0))
+    write_audio(os.path.join(audio, "a.wav"), tone(2.0))
     output = str(tmp_path / "pred_result.csv")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -448,7 +339,7 @@ def test_predict_missing_checkpoint_or_normterm_says_where_and_how(corpus, model
 
 def test_predict_checkpoint_of_another_setup_is_explained(corpus, tmp_path, capsys):
     audio = str(tmp_path / "in")
-    write_wav(os.path.join(audio, "a.wav"), tone(2.0))
+    write_audio(os.path.join(audio, "a.wav"), tone(2.0))
     output = str(tmp_path / "pred_result.csv")
     other_k, other_mt = str(tmp_path / "k"), str(tmp_path / "mt")
     save_models(other_k, n_clusters=K, as_clusters=K + 1)
@@ -530,7 +421,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(corpus, models, tmp_path, c
     act = os.path.join(evil_models, checkpoint_name(1, BATCH, K, "Act", "Temp-Triplet"))
     torch.save({"arch": ARCH, "state_dict": {"cnn_out.module.0.bias": WritesAFile(marker)}}, act)
     audio = str(tmp_path / "in")
-    write_wav(os.path.join(audio, "a.wav"), tone(2.0))
+    write_audio(os.path.join(audio, "a.wav"), tone(2.0))
     rc, _, err = run_script("prediction_process.py",
                             *predict_argv(corpus, evil_models, audio, tmp_path / "pred_result.csv"))
     assert rc == 1 and "Traceback" not in err

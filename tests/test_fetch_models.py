@@ -1,106 +1,17 @@
 """fetch_models.py: verified, atomic installs of a release from a local HTTP server or a
 local repository copy (never the internet), and the form of the real release table."""
-import hashlib
-import http.server
 import os
 import re
 import socket
 import subprocess
-import threading
 
 import pytest
 
 import fetch_models
-from deepemocluster import releases
 from deepemocluster.releases import RELEASES, Release, check_release, release_dirs
-from model import checkpoint_name
+from support.files import file_contents
+from support.release_server import COMMIT, NORM_NAMES, git_blob_id, url_path
 from utils import EMOTIONS, TEMPORAL_TYPES, UserError, current_umask, run_cli
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-FIXTURE_TYPES = ("Temp-GRU", "Temp-Trans")
-NORM_NAMES = ("NormTerm/feat_norm_means.mat", "NormTerm/feat_norm_stds.mat", "NormTerm/act_norm_means.mat")
-
-
-def git_blob_id(content):
-    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-
-def fixture_content(seed, size):
-    """Distinct bytes per file, spanning several download blocks for the models."""
-    out, block = bytearray(), hashlib.sha256(seed.encode()).digest()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block
-    return bytes(out[:size])
-
-
-@pytest.fixture
-def release(monkeypatch):
-    """A fixture release of 6 models (2 temporal types) and 3 NormTerm files, with its contents."""
-    contents = {path: fixture_content(path, 1000) for path in NORM_NAMES}
-    monkeypatch.setattr(releases, "NORM_TERM_BLOBS", {p: git_blob_id(c) for p, c in contents.items()})
-    blobs = {}
-    for emo in EMOTIONS:
-        for mt in FIXTURE_TYPES:
-            path = "trained_models/" + checkpoint_name(30, 64, 10, emo, mt)
-            contents[path] = fixture_content(path, 3 * fetch_models.BLOCK_SIZE + 123)
-            blobs[(emo, mt)] = git_blob_id(contents[path])
-    rel = Release("fixture", COMMIT, blobs, clusters={e: 10 for e in EMOTIONS},
-                  unlabel={e: 0 for e in EMOTIONS})
-    monkeypatch.setitem(RELEASES, "fixture", rel)
-    return rel, contents
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        server = self.server
-        server.requests.append(self.path)
-        body = server.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.path in server.cut:
-            self.wfile.write(body[:len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(release):
-    """A raw-file server on 127.0.0.1 serving the fixture release at /<owner>/<repo>/<commit>/<path>."""
-    _, contents = release
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.files = {f"/{fetch_models.REPOSITORY}/{COMMIT}/{p}": c for p, c in contents.items()}
-    httpd.requests, httpd.cut = [], set()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def url_path(path):
-    return f"/{fetch_models.REPOSITORY}/{COMMIT}/{path}"
-
-
-def installed_files(root):
-    """{path relative to root: bytes} of every file under root."""
-    out = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            full = os.path.join(folder, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, root).replace(os.sep, "/")] = f.read()
-    return out
 
 
 def fetch(server, dest, *extra):
@@ -117,7 +28,7 @@ def cli_exit(argv, capsys):
 def test_installs_every_file_verified(release, server, tmp_path, capsys):
     _, contents = release
     assert fetch(server, tmp_path) == 0
-    assert installed_files(tmp_path / "fixture") == contents
+    assert file_contents(tmp_path / "fixture") == contents
     models, norm = release_dirs("fixture", str(tmp_path))
     assert sorted(os.listdir(norm)) == sorted(os.path.basename(p) for p in NORM_NAMES)
     assert len(os.listdir(models)) == 6
@@ -139,7 +50,7 @@ def test_model_type_limits_to_one_type_and_normterm(release, server, tmp_path):
     _, contents = release
     assert fetch(server, tmp_path, "-mt", "Temp-Trans") == 0
     wanted = {p for p in contents if "Temp-GRU" not in p}
-    assert set(installed_files(tmp_path / "fixture")) == wanted
+    assert set(file_contents(tmp_path / "fixture")) == wanted
     assert sorted(server.requests) == sorted(url_path(p) for p in wanted)
 
 
@@ -179,7 +90,7 @@ def test_interrupted_download_leaves_nothing_partial(release, server, tmp_path, 
     server.cut.add(url_path(cut))
     code, err = cli_exit(["fixture", "--base-url", server.base_url, "--dest", str(tmp_path)], capsys)
     assert code == 1 and url_path(cut) in err and "closed after" in err
-    first = installed_files(tmp_path / "fixture")
+    first = file_contents(tmp_path / "fixture")
     assert cut not in first and 0 < len(first) < len(contents)
     assert all(contents[p] == body for p, body in first.items())
 
@@ -187,7 +98,7 @@ def test_interrupted_download_leaves_nothing_partial(release, server, tmp_path, 
     server.requests.clear()
     assert fetch(server, tmp_path) == 0
     assert sorted(server.requests) == sorted(url_path(p) for p in contents if p not in first)
-    assert installed_files(tmp_path / "fixture") == contents
+    assert file_contents(tmp_path / "fixture") == contents
 
 
 def test_ctrl_c_exits_130_with_nothing_partial(release, server, tmp_path, monkeypatch, capsys):
@@ -205,14 +116,14 @@ def test_ctrl_c_exits_130_with_nothing_partial(release, server, tmp_path, monkey
     monkeypatch.setattr(fetch_models, "copy_blocks", copy_then_interrupt)
     code, err = cli_exit(["fixture", "--base-url", server.base_url, "--dest", str(tmp_path)], capsys)
     assert code == 130 and "interrupted" in err
-    first = installed_files(tmp_path / "fixture")
+    first = file_contents(tmp_path / "fixture")
     assert len(first) == 2 and all(contents[p] == body for p, body in first.items())
 
     monkeypatch.setattr(fetch_models, "copy_blocks", real_copy)
     server.requests.clear()
     assert fetch(server, tmp_path) == 0
     assert len(server.requests) == len(contents) - 2
-    assert installed_files(tmp_path / "fixture") == contents
+    assert file_contents(tmp_path / "fixture") == contents
 
 
 def test_installed_file_that_does_not_verify_is_fetched_again(release, server, tmp_path):
@@ -224,7 +135,7 @@ def test_installed_file_that_does_not_verify_is_fetched_again(release, server, t
     server.requests.clear()
     assert fetch(server, tmp_path) == 0
     assert server.requests == [url_path(path)]
-    assert installed_files(tmp_path / "fixture") == contents
+    assert file_contents(tmp_path / "fixture") == contents
 
 
 def test_unreachable_server_gives_one_line_error(release, tmp_path, capsys, monkeypatch):
@@ -269,7 +180,7 @@ def test_from_local_copy(release, tmp_path, capsys):
     write_local_copy(clone, contents)
     dest = tmp_path / "released"
     assert fetch_models.main(["fixture", "--from", str(clone), "--dest", str(dest), "-mt", "Temp-GRU"]) == 0
-    assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-Trans" not in p}
+    assert file_contents(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-Trans" not in p}
     out = capsys.readouterr().out
     assert "copied    NormTerm/feat_norm_means.mat" in out
     assert "  .venv/bin/python prediction_process.py --release fixture -mt Temp-GRU --input DIR" in out
@@ -298,7 +209,7 @@ def test_copy_at_another_commit_is_checked_whole_before_anything_is_installed(re
     (clone / changed).write_bytes(b"another version")
     code, out, err = local_install(clone, dest, capsys)
     assert code == 1 and err.count("\n") == 1
-    assert not os.path.exists(dest / "fixture") or installed_files(dest / "fixture") == {}
+    assert not os.path.exists(dest / "fixture") or file_contents(dest / "fixture") == {}
     assert f"missing   {clone / gone}\n" in out
     assert (f"differs   {clone / changed} (git blob id {git_blob_id(b'another version')}, expected "
             f"{rel.model_blobs[('Val', 'Temp-Trans')]})\n") in out
@@ -310,7 +221,7 @@ def test_copy_at_another_commit_is_checked_whole_before_anything_is_installed(re
                    f"complete; install them with: {command}\n")
 
     assert fetch_models.main(command.split()[2:]) == 0
-    assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-Trans" not in p}
+    assert file_contents(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-Trans" not in p}
 
     # Asked for the incomplete type alone, the error still offers the complete one.
     code, out, err = local_install(clone, dest, capsys, "-mt", "Temp-Trans")
@@ -342,7 +253,7 @@ def test_archive_unpacked_one_level_down_is_pointed_to(release, tmp_path, capsys
     assert err.endswith(f"None of the release's files is in {tmp_path / 'unzipped'}, but {inner} holds a "
                         f"trained_models/ folder: give --from {inner}\n")
     assert local_install(inner, tmp_path / "released", capsys)[0] == 0
-    assert installed_files(tmp_path / "released" / "fixture") == contents
+    assert file_contents(tmp_path / "released" / "fixture") == contents
 
 
 def git(repo, *args):
@@ -387,7 +298,7 @@ def test_clone_at_the_commit_with_files_gone_is_told_to_restore_them_not_to_chec
                    f"Nothing was installed.\n")
     assert run_command(restore) == 0
     assert local_install(clone, dest, capsys, "-mt", "Temp-Trans")[0] == 0
-    assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-GRU" not in p}
+    assert file_contents(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-GRU" not in p}
 
 
 def test_clone_holding_the_commit_elsewhere_is_told_to_check_it_out(release, tmp_path, capsys):
@@ -401,7 +312,7 @@ def test_clone_holding_the_commit_elsewhere_is_told_to_check_it_out(release, tmp
     assert code == 1 and f"needs {fetch_models.REPOSITORY_URL} at commit {rel.commit} ({checkout})." in err
     assert run_command(checkout) == 0
     assert local_install(clone, dest, capsys)[0] == 0
-    assert installed_files(dest / "fixture") == contents
+    assert file_contents(dest / "fixture") == contents
 
 
 @pytest.fixture
@@ -432,7 +343,7 @@ def test_clone_without_the_commit_names_the_release_it_does_hold(release, other_
                    f"--from that folder). Nothing was installed. It holds fixture's Temp-Trans models "
                    f"(another release, at commit {rel.commit[:7]}) complete; install them with: {offered}\n")
     assert run_command(offered) == 0
-    assert installed_files(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-GRU" not in p}
+    assert file_contents(dest / "fixture") == {p: c for p, c in contents.items() if "Temp-GRU" not in p}
 
     # An unpacked archive holding only the other release's Temp-GRU models: the type asked for
     # (Temp-Trans) is not complete there, so the type it does hold is offered.

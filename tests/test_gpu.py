@@ -36,7 +36,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import ROOT
+from support import ROOT
 
 DRY_RUN = bool(os.environ.get("GPU_CHECK_DRY_RUN"))
 DEVICE = "cpu" if DRY_RUN else "cuda"

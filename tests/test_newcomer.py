@@ -16,9 +16,10 @@ import norm_para
 import online_testing
 import prediction_process
 from deepemocluster import training_files
-from conftest import ROOT, SR, tone_turn
 from model import ARCH, build_model, checkpoint_name, released_state_dict
-from test_errors import cli, run_script
+from support import ROOT
+from support.audio import SR, tone_turn
+from support.cli import cli, run_script
 from utils import save_torch
 
 SHIPPED = os.path.join(ROOT, "trained_models",

@@ -2,7 +2,6 @@
 every temporal type, the semi-supervised release layout and the shipped demo models give
 PyTorch's fp32 predictions through ONNX Runtime's CPU provider; the deployment example of docs/prediction.md
 runs without torch."""
-import csv
 import hashlib
 import os
 import re
@@ -15,7 +14,10 @@ import onnx
 import pytest
 import torch
 
-from conftest import ROOT
+from support import ROOT
+from support.cli import cli
+from support.files import read_csv
+from support.onnx_export import EMBEDDING_TOL, SCORE_TOL, SHIPPED, models_in
 from deepemocluster import releases  # noqa: E402
 
 import export_onnx  # noqa: E402
@@ -26,22 +28,11 @@ from deepemocluster import prediction  # noqa: E402
 from deepemocluster.features import load_norm_term  # noqa: E402
 from model import ARCH, build_model, load_model, prepare_for_inference, released_state_dict  # noqa: E402
 from support.docs import deployment_examples  # noqa: E402
-from test_prediction_windows import voice, write_audio  # noqa: E402
-from utils import EMOTIONS, NORM_VAR, TEMPORAL_TYPES, run_cli, save_mat, save_torch  # noqa: E402
+from utils import EMOTIONS, NORM_VAR, TEMPORAL_TYPES, save_mat, save_torch  # noqa: E402
 
-SCORE_TOL, EMBEDDING_TOL = 1e-5, 1e-4
 # Short turns (padded, and the 53–61-frame whole-turn rule), one chunk, and longer turns.
 FRAMES = (20, 52, 53, 57, 61, 62, 63, 100, 1000)
 RELEASE_OF = {"Temp-GRU": "v1.8", "Temp-CNN": "v1.8", "Temp-Triplet": "v1.8", "Temp-Trans": "v1.8-ssl"}
-SHIPPED = ["-ep", "30", "-batch", "64", "-nc", "10", "-mt", "Temp-Triplet",
-           "--model-dir", os.path.join(ROOT, "trained_models"), "--norm-dir", os.path.join(ROOT, "NormTerm")]
-
-
-def cli(script_main, argv):
-    """main(argv) under run_cli, as the script's `__main__` runs it: the exit status."""
-    with pytest.raises(SystemExit) as done:
-        run_cli(lambda: script_main([str(a) for a in argv]))
-    return done.value.code
 
 
 # --- models, NormTerm and turns ---------------------------------------------------------------------
@@ -116,19 +107,6 @@ def released(tmp_path_factory):
                        {"arch": ARCH, "state_dict": released_state_dict(model)})
         write_norm_term(str(base / "NormTerm"), seed=i)
     return root
-
-
-@pytest.fixture(scope="module")
-def shipped_onnx(tmp_path_factory):
-    """The shipped demo models (trained Temp-Triplet, released layout) exported to ONNX."""
-    out = tmp_path_factory.mktemp("shipped_onnx")
-    assert export_onnx.main([*SHIPPED, "--output", str(out)]) == 0
-    return out
-
-
-def models_in(folder):
-    """The attribute files export_onnx.py wrote into `folder` (the waveform front end aside)."""
-    return sorted(f for f in os.listdir(folder) if f != onnx_runner.WAVEFORM_FILE)
 
 
 def onnx_predictions(folder, feats):
@@ -221,21 +199,6 @@ def test_export_errors_are_one_line(case, message, tmp_path, capsys):
 
 
 # --- 4: prediction_process.py --onnx -------------------------------------------------------------------
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
-
-
-@pytest.fixture(scope="module")
-def recordings(tmp_path_factory):
-    """Files of 0.5 s (padded), 0.9 s (whole short turn), 3 s and 7 s, and an unreadable one."""
-    audio = tmp_path_factory.mktemp("recordings")
-    for i, seconds in enumerate((0.5, 0.9, 3.0, 7.0)):
-        write_audio(str(audio / f"r{i}.wav"), voice(seconds, seed=i))
-    (audio / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
-    return audio
-
-
 def predict_with(how, recordings, shipped_onnx, out, *extra):
     """prediction_process in PyTorch as a user runs it ("torch": the default fast path, equal to
     fp32 to float rounding) or with --onnx: (exit status, the warnings' messages); its CSV is

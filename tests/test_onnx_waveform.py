@@ -13,18 +13,15 @@ import onnxruntime as ort
 import pytest
 import soundfile
 
-from conftest import ROOT
+from support import ROOT
+from support.audio import voice
+from support.onnx_export import EMBEDDING_TOL, SCORE_TOL, models_in
 
 from deepemocluster import onnx_runner  # noqa: E402
-import test_onnx  # noqa: E402
 from deepemocluster.features import extract_features, load_norm_term, mel_spectrogram  # noqa: E402
 from deepemocluster.onnx_runner import FEATURE_SETTINGS, WAVEFORM_FILE, WAVEFORM_FORMAT  # noqa: E402
 from support.docs import deployment_examples  # noqa: E402
-from test_onnx import EMBEDDING_TOL, SCORE_TOL, models_in  # noqa: E402
-from test_prediction_windows import voice  # noqa: E402
 from utils import EMOTIONS, UserError  # noqa: E402
-
-shipped_onnx, recordings = test_onnx.shipped_onnx, test_onnx.recordings   # its fixtures, here too
 
 FEATURE_RTOL = 2e-6      # every element of the mel spectrogram, relative (docs/prediction.md: 1e-5)
 # The shortest input; librosa's separate tail padding (lengths 256 q, q ≥ 2); others.

@@ -172,7 +172,7 @@ def test_release_predicts_with_the_release_files(tmp_path, monkeypatch, capsys):
     import soundfile as sf
 
     import prediction_process
-    from conftest import write_random_release
+    from support.models import write_random_release
 
     write_random_release(tmp_path / "released", "v1.8-ssl")
     monkeypatch.setattr(releases, "RELEASED_DIR", str(tmp_path / "released"))

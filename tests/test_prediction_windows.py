@@ -9,42 +9,23 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import ROOT, SR
+from support import ROOT
+from support.audio import SR, voice, write_audio
+from support.files import read_csv
+from support.models import save_models, write_norm_term
 
 import prediction_process  # noqa: E402
 from deepemocluster import prediction  # noqa: E402
 from deepemocluster import time_windows  # noqa: E402
 from deepemocluster.features import chunk_turn, extract_features, load_norm_term, normalise_features  # noqa: E402
-from model import (ARCH, build_model, checkpoint_name, predict_batch,  # noqa: E402
-                   prepare_for_inference, released_state_dict)
-from utils import EMOTIONS, FRAMES_PER_CHUNK, NORM_VAR, run_cli, save_mat, save_torch  # noqa: E402
+from model import checkpoint_name, predict_batch, prepare_for_inference  # noqa: E402
+from utils import EMOTIONS, FRAMES_PER_CHUNK, run_cli  # noqa: E402
 
 K, EPOCHS, BATCH, MT = 4, 1, 4, "Temp-Triplet"
 SCORES = ["Aro-Score", "Dom-Score", "Val-Score"]
 
 
 # --- audio ----------------------------------------------------------------------------------------
-def voice(seconds, rate=SR, channels=1, seed=0):
-    """A buzzy voice whose pitch, loudness and brightness drift over time (so windows differ)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * rate))) / rate
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.13 * t + seed)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    tilt = 1.5 + np.sin(2 * np.pi * 0.07 * t)
-    y = sum(np.sin(h * phase) / h ** tilt for h in range(1, 10))
-    y = y * (0.3 + 0.7 * np.sin(2 * np.pi * 0.4 * t) ** 2) + 0.01 * rng.standard_normal(len(t))
-    y = 0.3 * y / np.max(np.abs(y))
-    if channels == 2:
-        y = np.stack([y, 0.6 * np.roll(y, 7)], axis=1)
-    return y.astype(np.float32)
-
-
-def write_audio(path, y, rate=SR, **kw):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, y, rate, **kw)
-    return path
-
-
 def as_read(path):
     """The samples of a file as read whole: float32 (frames, channels), and its rate."""
     y, rate = sf.read(path, dtype="float32", always_2d=True)
@@ -64,22 +45,6 @@ def setup(tmp_path_factory):
     return {"models": model_dir, "norm": norm_dir}
 
 
-def save_models(model_dir, temporal_type, clusters, unlabel, epochs=EPOCHS, batch=BATCH):
-    for i, (emo, k, n) in enumerate(zip(EMOTIONS, clusters, unlabel)):
-        torch.manual_seed(i)
-        model = build_model(temporal_type, k)
-        save_torch(os.path.join(model_dir, checkpoint_name(epochs, batch, k, emo, temporal_type, n)),
-                   {"arch": ARCH, "state_dict": released_state_dict(model)})
-
-
-def write_norm_term(norm_dir, feats):
-    save_mat(os.path.join(norm_dir, "feat_norm_means.mat"), NORM_VAR, feats.mean(axis=0)[None])
-    save_mat(os.path.join(norm_dir, "feat_norm_stds.mat"), NORM_VAR, feats.std(axis=0)[None])
-    for emo, (mean, std) in zip(EMOTIONS, ((4.0, 1.0), (4.2, 0.9), (3.9, 1.1))):
-        save_mat(os.path.join(norm_dir, f"{emo.lower()}_norm_means.mat"), NORM_VAR, np.array([[mean]]))
-        save_mat(os.path.join(norm_dir, f"{emo.lower()}_norm_stds.mat"), NORM_VAR, np.array([[std]]))
-
-
 def model_flags(setup):
     return ["-ep", EPOCHS, "-batch", BATCH, "-nc", K, "-mt", MT, "--model-dir", setup["models"],
             "--norm-dir", setup["norm"]]
@@ -91,11 +56,6 @@ def predict(setup, input_dir, output, *extra):
     with pytest.raises(SystemExit) as done:
         run_cli(lambda: prediction_process.main([str(a) for a in argv]))
     return done.value.code
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
 
 
 def scores_by_name(path):

@@ -18,10 +18,10 @@ import pytest
 import soundfile as sf
 
 import prediction_process
-from conftest import SR, write_random_release
 from deepemocluster import releases  # noqa: E402
 from deepemocluster.predictor import Predictor
-from test_prediction_windows import save_models, voice, write_audio, write_norm_term
+from support.audio import SR, voice, write_audio
+from support.models import save_models, write_norm_term, write_random_release
 from deepemocluster.features import extract_features
 from support.docs import code_blocks, section
 from utils import EMOTIONS, UserError, run_cli

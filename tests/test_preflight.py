@@ -13,7 +13,7 @@ import pytest
 import main as train_main
 import online_testing
 import reproduce
-from conftest import ROOT
+from support import ROOT
 from utils import UserError
 
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 import main as train_main
-from conftest import ROOT
+from support import ROOT
 from support.docs import README, anchors, links, page_text, pages, section
 
 DEMO_HEADING = "### The demo, step by step"

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from conftest import ROOT
+from support import ROOT
 
 import reproduce  # noqa: E402
 from utils import UserError  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 import main as train_script
-from conftest import ROOT
+from support import ROOT
 from dataloader import ChunkCache
 from deepemocluster.features import load_norm_term
 from model import build_model

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 import make_demo_corpus
-from conftest import ROOT
+from support import ROOT
 from utils import ccc_metric
 
 

@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
 import reproduce  # noqa: E402
 from sweep import local as sweep_local  # noqa: E402
