@@ -167,7 +167,6 @@ def test_a_release_not_fetched_says_how_to_fetch_it(tmp_path, monkeypatch, capsy
 
 def test_release_predicts_with_the_release_files(tmp_path, monkeypatch, capsys):
     """The checkpoint names the flags give are the release's file names (random weights here)."""
-    import fetch_models
     import numpy as np
     import soundfile as sf
 

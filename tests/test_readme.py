@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 
 import main as train_main
 from support import ROOT

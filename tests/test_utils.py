@@ -2,7 +2,6 @@
 sampling, labels), the feature extractor and the NormTerm computation, against method §1,
 §3, §4, §6."""
 import csv
-import glob
 import os
 
 import numpy as np
