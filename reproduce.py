@@ -22,7 +22,11 @@ seeds between the levels of every factor that varies), OUT/results.png.
 job array through submitit (sweep/slurm.py): the same command lines and files, job ids and
 states in OUT/slurm/jobs.json, SLURM logs in OUT/slurm/ (each run's slurm.log). Run the same
 command again to submit only what is neither finished nor queued or running and wait for it;
-`--report OUT` shows the jobs' states and the results so far while they run.
+`--report OUT` shows the jobs' states, why the queued ones wait, and the results so far while
+they run. A job no node of the partition can run (more CPUs, memory, GPUs or time than it
+allows) is refused before anything is submitted; a queued job SLURM will never start as it is
+(pending reason PartitionConfig, QOSMax...PerJob...) is reported, and the sweep exits 1 leaving
+it for you to cancel or change.
 """
 import argparse
 import csv
@@ -112,8 +116,8 @@ def parse_args(argv=None):
                    help="time limit of a job in minutes; a run that reaches it is requeued and "
                         f"resumes (default {SLURM_DEFAULTS['slurm_time']})")
     c.add_argument("--slurm-cpus-per-run", metavar="N", type=at_least(1, "--slurm-cpus-per-run"),
-                   help="CPUs of a job, also its runs' threads "
-                        f"(default {SLURM_DEFAULTS['slurm_cpus_per_run']})")
+                   help="CPUs of a job, also its runs' threads; at most what a node of the "
+                        f"partition has (default {SLURM_DEFAULTS['slurm_cpus_per_run']})")
     c.add_argument("--slurm-mem", metavar="GB", type=float,
                    help="memory of a job in GB (default: the partition's)")
     c.add_argument("--slurm-gpus-per-run", metavar="N", type=at_least(0, "--slurm-gpus-per-run"),

@@ -2,13 +2,15 @@
 
 Every run that is neither finished nor queued or running on SLURM becomes one SLURM job, all
 of them submitted together as one job array; each job (sweep/slurm_job.py) runs the local
-executor's one-run code (sweep/local.py run_one: the same main.py and online_testing.py command
+executor's one-run code (sweep/local.py's run_one: the same main.py and online_testing.py command
 lines, logs and run.json) on its own CPUs or GPU. OUT/slurm/jobs.json records each run's job id, SLURM state, log and, for
 a failed job, the last lines of its error; OUT/slurm/<job id>/ holds submitit's files and the
 job's log, linked from the run's folder as slurm.log. SLURM warns a job signal_delay_s seconds
 (submitit's default 90) before its time limit, or when it is preempted, with SIGUSR2: submitit's
 checkpointing then requeues it, and the requeued job continues with main.py --resume from its
-last completed epoch. States come from SLURM's accounting (sacct), which submitit reads.
+last completed epoch. States come from SLURM's accounting (sacct), pending reasons from its
+queue (sweep/slurm_queue.py); a job no node of its partition can run is refused before it is
+submitted (sweep/slurm_fit.py), and one SLURM will never start is reported, not waited for.
 """
 import os
 import shlex
@@ -19,11 +21,12 @@ import time
 from dataclasses import replace
 
 import submitit
-from submitit.slurm.slurm import SlurmInfoWatcher
 
 from sweep.local import format_seconds, raise_interrupt
 from sweep.run import ROOT, plan, read_json
+from sweep.slurm_fit import check_fits
 from sweep.slurm_job import RunJob, check_accounting, make_executor
+from sweep.slurm_queue import cannot_resolve, job_states, pending_reasons
 from utils import UserError, save_json
 
 FOLDER = "slurm"              # OUT/slurm: the ledger, and one folder per job (submitit's %j)
@@ -71,22 +74,6 @@ def job_folder(out):
     return os.path.join(out, FOLDER, "%j")
 
 
-def sacct_states(job_ids):
-    """{job id: SLURM state} for the jobs accounting knows, from one sacct call (submitit's).
-    A watcher of its own each time: submitit's shared one stops asking about a job once it
-    takes it for ended, which a suspended job is not."""
-    watcher = SlurmInfoWatcher()
-    for job_id in job_ids:
-        watcher.register_job(job_id)
-    watcher.update()
-    states = {}
-    for job_id in job_ids:
-        state = watcher.get_state(job_id, mode="cache").split()[0]   # "CANCELLED by 0"
-        if state != "UNKNOWN":
-            states[job_id] = state
-    return states
-
-
 def status_of(state):
     if state in QUEUED_STATES:
         return "queued"
@@ -123,7 +110,7 @@ def refresh(ledger, runs, split, commit, ask_slurm=True):
     """Each run's status now (done, queued, running, failed, cancelled, or None: never
     submitted), the records updated from SLURM's accounting (or as last recorded)."""
     ids = [ledger.jobs[r.name]["job_id"] for r in runs if r.name in ledger.jobs]
-    states = sacct_states(ids) if ask_slurm else {}
+    states = job_states(ids) if ask_slurm else {}
     statuses = {}
     for run in runs:
         record = ledger.jobs.get(run.name)
@@ -137,7 +124,26 @@ def refresh(ledger, runs, split, commit, ask_slurm=True):
         if record["status"] == "failed" and was != "failed":
             record_failure(run, record, split, commit)
         statuses[run.name] = record["status"]
+    if ask_slurm:
+        record_reasons(ledger, runs, statuses)
     return statuses
+
+
+def record_reasons(ledger, runs, statuses):
+    """Each queued job's pending reason in its record, from SLURM's queue; none for the others."""
+    queued = [ledger.jobs[r.name] for r in runs if statuses[r.name] == "queued"]
+    reasons = pending_reasons([record["job_id"] for record in queued])
+    for run in runs:
+        ledger.jobs.get(run.name, {}).pop("reason", None)
+    for record in queued:
+        if record["job_id"] in reasons:
+            record["reason"] = reasons[record["job_id"]]
+
+
+def stuck(ledger, runs, statuses):
+    """The queued runs whose job waits for a reason no wait resolves (slurm_queue.STUCK_REASONS)."""
+    return [r for r in runs if statuses[r.name] == "queued"
+            and cannot_resolve(ledger.jobs[r.name].get("reason", ""))]
 
 
 # --- submitting --------------------------------------------------------------------------------
@@ -204,11 +210,14 @@ def collect_hint(out):
 
 def sweep(s, runs, commit, write_results, settings_json):
     """Submit what is left as one job array, then wait for every job; exit code (1 if any run
-    failed or was cancelled, 130 on Ctrl-C, which leaves the jobs running)."""
+    failed or was cancelled, or a job is stuck pending; 130 on Ctrl-C, which leaves the jobs
+    running)."""
     check_accounting()
     ledger = Ledger(s.out, settings_json)
     statuses = refresh(ledger, runs, s.split, commit)
     todo = [r for r in runs if statuses[r.name] not in ("done",) + IN_FLIGHT]
+    if todo:
+        check_fits(s.slurm)
     n = {k: sum(v == k for v in statuses.values()) for k in STATUSES}
     print(f"{len(runs)} run(s) in the grid: {n['done']} already finished, {n['queued']} queued and "
           f"{n['running']} running on SLURM, {len(todo)} to submit as one job array "
@@ -239,11 +248,11 @@ def wait(s, runs, ledger, statuses, commit, write_results):
             if changed:
                 ledger.save()
                 write_results()
+            blocked = stuck(ledger, runs, statuses)
+            if blocked:
+                return report_stuck(blocked, ledger, write_results)
     except KeyboardInterrupt:
-        left = [ledger.jobs[r.name]["job_id"] for r in ledger.in_flight(runs)]
-        print(f"\ninterrupted: {len(left)} SLURM job(s) keep running ({', '.join(left)}); "
-              f"{collect_hint(s.out)}", flush=True)
-        return 130
+        return interrupted(s, runs, ledger, commit, write_results)
     finally:
         signal.signal(signal.SIGTERM, previous)
     ledger.save()
@@ -251,6 +260,37 @@ def wait(s, runs, ledger, statuses, commit, write_results):
     print(f"{counts_text(statuses)} after {format_seconds(time.time() - started)} of waiting\n"
           f"results: {os.path.join(s.out, 'results.csv')}, results.md, results.png", flush=True)
     return summarise(runs, ledger, statuses)
+
+
+def report_stuck(blocked, ledger, write_results):
+    """One line per run whose job SLURM will never start as it is; the jobs are left for the
+    user to cancel or change. Exit code 1."""
+    ledger.save()
+    write_results()
+    ids = [ledger.jobs[r.name]["job_id"] for r in blocked]
+    for run, job_id in zip(blocked, ids):
+        print(f"stuck: {run.name} (job {job_id}) pending: {ledger.jobs[run.name]['reason']}: "
+              "SLURM never starts it as it is", flush=True)
+    print(f"{len(ids)} job(s) left pending for you to cancel (scancel {' '.join(ids)}; then "
+          "reproduce.py asking for what the partition allows submits them again) or change "
+          "(scontrol update JobId=...)", flush=True)
+    return 1
+
+
+def interrupted(s, runs, ledger, commit, write_results):
+    """Ctrl-C (or SIGTERM) while waiting: the jobs' states asked once more, so that only jobs
+    SLURM still holds are said to keep running. Exit code 130."""
+    statuses = refresh(ledger, runs, s.split, commit)
+    ledger.save()
+    write_results()
+    left = [ledger.jobs[r.name]["job_id"] for r in ledger.in_flight(runs)]
+    if left:
+        print(f"\ninterrupted: {len(left)} SLURM job(s) keep running ({', '.join(left)}); "
+              f"{collect_hint(s.out)}", flush=True)
+    else:
+        print(f"\ninterrupted: no SLURM job of this sweep is queued or running "
+              f"({counts_text(statuses)}); the same command submits what is left", flush=True)
+    return 130
 
 
 def summarise(runs, ledger, statuses):
@@ -283,7 +323,12 @@ def report(s, runs, write_results, settings_json):
     print(f"SLURM sweep {s.out}: {counts_text(statuses)}")
     for run in runs:
         if statuses[run.name] in IN_FLIGHT:
-            print(f"{statuses[run.name]}: {run.name} (job {ledger.jobs[run.name]['job_id']})")
+            record = ledger.jobs[run.name]
+            print(f"{statuses[run.name]}: {run.name} (job {record['job_id']})")
+            if record.get("reason"):
+                never = cannot_resolve(record["reason"])
+                print(f"    pending: {record['reason']}" +
+                      (": SLURM never starts it as it is; cancel or change it" if never else ""))
     summarise(runs, ledger, statuses)
     if ledger.in_flight(runs):
         print("some jobs are still queued or running: " + collect_hint(s.out))

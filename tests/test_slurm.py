@@ -1,13 +1,16 @@
 """reproduce.py --executor slurm against a real SLURM: a single-node cluster (munged, MariaDB,
 slurmdbd, slurmctld, slurmd) started for this file's tests by tests/support/slurm_cluster.sh, its `debug`
-partition holding this machine's cores (its `urgent` one preempts it). Each job asks for 1 CPU.
+partition holding this machine's cores (its `urgent` one preempts it, its `short` one has
+limits). Each job asks for 1 CPU.
 
 Tested there: a grid through SLURM equals the same grid run locally; a second invocation
 submits nothing; a failed job is recorded with its log and error while the others go on; a job
 cancelled with scancel is reported and the next invocation submits only it; Ctrl-C leaves the
 jobs running; a job that reaches its time limit, or that a job of a higher partition preempts,
 is requeued and resumes after its last completed epoch; a suspended job is seen running again
-once resumed. Where the cluster cannot be started (not root, packages missing) these tests
+once resumed; a job no node of the partition can run is refused before anything is submitted;
+a job array cancelled while pending is seen cancelled (also by Ctrl-C) and submitted again; a
+job SLURM never starts as it is is reported, not waited for. Where the cluster cannot be started (not root, packages missing) these tests
 are skipped, saying why; CI installs the packages (.ci/run) and runs them as root with
 SLURM_TESTS=required, under which a cluster that cannot start fails them instead.
 """
@@ -16,6 +19,7 @@ import dataclasses
 import fcntl
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -35,6 +39,7 @@ from sweep import run as sweep_run  # noqa: E402
 from sweep import slurm as sweep_slurm  # noqa: E402
 from model import read_checkpoint  # noqa: E402
 from sweep.run import Run, plan, trained_epochs  # noqa: E402
+from sweep import slurm_fit, slurm_job, slurm_queue  # noqa: E402
 from sweep.slurm import ledger_path  # noqa: E402
 from utils import TEST_SPLIT, UserError  # noqa: E402
 
@@ -263,6 +268,54 @@ def test_a_job_array_sbatch_refuses_is_one_line(cluster, env, tmp_path):
     assert not os.path.exists(os.path.join(out, "slurm", "jobs.json"))
 
 
+def job_count():
+    """How many jobs SLURM's accounting has ever seen (array tasks not split off count once)."""
+    return len(slurm("sacct", "-X", "-n", "-P", "-a", "-o", "JobIDRaw", "-S", "2000-01-01").split())
+
+
+def node_cpus():
+    return int(slurm("sinfo", "--noheader", "--Node", "--partition", "debug", "--format", "%c").split()[0])
+
+
+def node_mb():
+    return int(slurm("sinfo", "--noheader", "--Node", "--partition", "debug", "--format", "%m").split()[0])
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--slurm-cpus-per-run 4: no node of partition debug has more than {cpus} CPUs"),
+    (["--slurm-partition", "debug", "--slurm-cpus-per-run", "{twice}"],
+     "--slurm-cpus-per-run {twice}: no node of partition debug has more than {cpus} CPUs"),
+    (["--slurm-cpus-per-run", "1", "--slurm-mem", "{too_much}"],
+     "--slurm-mem {too_much}: no node of partition debug has more than {gb} GB"),
+    (["--slurm-cpus-per-run", "1", "--slurm-gpus-per-run", "1"],
+     "--slurm-gpus-per-run 1: no node of partition debug has a GPU"),
+    (["--slurm-partition", "short", "--slurm-cpus-per-run", "1", "--slurm-time", "6"],
+     "--slurm-time 6: partition short allows at most 5 minutes"),
+    (["--slurm-partition", "short", "--slurm-cpus-per-run", "2", "--slurm-time", "5"],
+     "--slurm-cpus-per-run 2: partition short allows at most 1 CPUs per node"),
+    (["--slurm-partition", "short", "--slurm-cpus-per-run", "1", "--slurm-time", "5",
+      "--slurm-mem", "1.5"], "--slurm-mem 1.5: partition short allows at most 1 GB per node"),
+])
+def test_what_no_node_of_the_partition_can_run_is_refused_before_submitting(cluster, env, tmp_path,
+                                                                            extra, message):
+    """SLURM would accept these jobs and leave them pending for ever (EnforcePartLimits is off):
+    one line naming the flag and the largest value the partition allows, nothing submitted.
+    The first: reproduce.py's default 4 CPUs per run on the default partition of a 2-CPU node."""
+    cpus, mb = node_cpus(), node_mb()
+    values = {"cpus": cpus, "twice": 2 * cpus, "too_much": f"{mb / 1024 + 1:g}",
+              "gb": f"{math.floor(mb / 1024 * 10) / 10:g}"}
+    if cpus >= 4 and not extra:
+        pytest.skip(f"the node has {cpus} CPUs: the default 4 CPUs per run fit")
+    out = tmp_path / "refused"
+    before = job_count()
+    with pytest.raises(UserError) as err:
+        reproduce.main(flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "--seeds", "31") +
+                       ["--executor", "slurm"] + [e.format(**values) for e in extra])
+    assert str(err.value) == message.format(**values)
+    assert not os.path.exists(os.path.join(out, "slurm", "jobs.json"))
+    assert job_count() == before
+
+
 # --- cancelled, interrupted, timed out -------------------------------------------------------------
 def main_py_pid(folder):
     """The process id of the main.py training the run in `folder` (this machine is the node)."""
@@ -279,10 +332,10 @@ def main_py_pid(folder):
 
 class Background:
     """`reproduce.py ARGV` in a subprocess, run as the command line runs it (its Settings then
-    reach the jobs pickled by value), polling SLURM every second; its output collected."""
+    reach the jobs pickled by value), polling SLURM every `poll_seconds`; its output collected."""
 
-    def __init__(self, argv):
-        code = ("import runpy, sys; from sweep import slurm; slurm.POLL_SECONDS = 1; "
+    def __init__(self, argv, poll_seconds=1):
+        code = (f"import runpy, sys, sweep.slurm as sweep_slurm; sweep_slurm.POLL_SECONDS = {poll_seconds}; "
                 "sys.argv = ['reproduce.py'] + sys.argv[1:]; "
                 "runpy.run_path('reproduce.py', run_name='__main__')")
         self.proc = subprocess.Popen([sys.executable, "-c", code] + argv, cwd=ROOT, text=True,
@@ -310,8 +363,8 @@ def background():
     killed, so that none outlives the cluster."""
     started = []
 
-    def start(argv):
-        started.append(Background(argv))
+    def start(argv, **kwargs):
+        started.append(Background(argv, **kwargs))
         return started[-1]
 
     yield start
@@ -442,6 +495,117 @@ def test_a_preempted_job_is_requeued_and_resumes(cluster, env, background):
     assert results(out)["Temp-Triplet_K4_U0_seed33"]["status"] == "ok"
 
 
+# --- pending: a job array cancelled before it started, a job SLURM never starts ---------------------
+@pytest.fixture
+def busy_node(cluster):
+    """A job holding every CPU of the node, so that the sweep's jobs stay pending; cancelled
+    by the test (call the fixture's value) or at its end."""
+    job = slurm("sbatch", "--parsable", "--partition", "debug", "--cpus-per-task", str(node_cpus()),
+                "--output", "/dev/null", "--wrap", "sleep 900").strip()
+    wait_until(f"job {job} running", lambda: job_field(job, "JobState") == "RUNNING")
+    yield lambda: slurm("scancel", job)
+    subprocess.run(["scancel", job], capture_output=True, timeout=60)
+
+
+def pending(job_id):
+    return job_field(job_id, "JobState") == "PENDING"
+
+
+def accounted_as(array, state):
+    """Whether SLURM's accounting records the whole of job `array` (not one task) in `state`."""
+    records = slurm("sacct", "-X", "-n", "-P", "-o", "State", "-j", array).splitlines()
+    return [record.split(" ")[0] for record in records] == [state]      # "CANCELLED by 0"
+
+
+def test_a_job_array_cancelled_while_pending_is_seen_cancelled_and_submitted_again(cluster, env,
+                                                                                  background,
+                                                                                  busy_node,
+                                                                                  capsys):
+    """While another job holds the node, a 2-run sweep's job array stays pending; scancel of the
+    array (the usual way to stop a queued sweep) leaves one accounting record, the array's own
+    (`19_[0-1%2]`, or `19` alone on some clusters), CANCELLED. The waiting sweep sees both runs
+    cancelled. The next invocation submits both again; cancelled the same way while it sleeps
+    between two looks, its Ctrl-C says that no job keeps running (none does) and records the
+    runs cancelled. Once the node is free, the same command submits both again and they finish."""
+    out = env["base"] / "cancelled_pending"
+    command = flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "-ep", "1", "--seeds", "41,42") + \
+        SLURM_FLAGS + ["--slurm-time", "10"]
+    names = [os.path.basename(run_folder(out, "Temp-Triplet", seed)) for seed in (41, 42)]
+
+    first = background(command)
+    wait_until("the job array", lambda: os.path.isfile(ledger_path(out)))
+    ids = [ledger(out)[name]["job_id"] for name in names]
+    array = slurm_queue.array_of(ids[0])
+    assert pending(ids[0]) and pending(ids[1])
+    slurm("scancel", array)
+    assert first.finish() == 1
+    printed = "".join(first.lines)
+    for name, job in zip(names, ids):
+        assert f"cancelled {name} (job {job}): the same command submits it again" in printed
+        assert (ledger(out)[name]["state"], ledger(out)[name]["status"]) == ("CANCELLED", "cancelled")
+    assert "0 done, 0 queued, 0 running, 0 failed, 2 cancelled of 2 after" in printed
+
+    second = background(command, poll_seconds=3600)    # its first look comes after the Ctrl-C
+    wait_until("the array submitted again", lambda: second.said("submitted 2 job(s)"))
+    assert "2 run(s) in the grid: 0 already finished, 0 queued and 0 running on SLURM, 2 to submit" \
+        in "".join(second.lines)
+    again = [ledger(out)[name]["job_id"] for name in names]
+    assert set(again).isdisjoint(ids) and pending(again[0])
+    slurm("scancel", slurm_queue.array_of(again[0]))
+    wait_until("the array cancelled in accounting",
+               lambda: accounted_as(slurm_queue.array_of(again[0]), "CANCELLED"))
+    code, printed = second.interrupt()
+    assert code == 130, printed
+    assert "keep running" not in printed
+    assert ("interrupted: no SLURM job of this sweep is queued or running (0 done, 0 queued, "
+            "0 running, 0 failed, 2 cancelled of 2); the same command submits what is left") in printed
+    assert [ledger(out)[name]["status"] for name in names] == ["cancelled", "cancelled"]
+
+    busy_node()
+    capsys.readouterr()
+    assert reproduce.main(command) == 0
+    printed = capsys.readouterr().out
+    assert "2 run(s) in the grid: 0 already finished, 0 queued and 0 running on SLURM, 2 to submit" in printed
+    assert "2 done, 0 queued, 0 running, 0 failed, 0 cancelled of 2 after" in printed
+    assert all(results(out)[f"Temp-Triplet_K4_U0_seed{seed}"]["status"] == "ok" for seed in (41, 42))
+
+
+def test_a_job_slurm_never_starts_is_reported_not_waited_for(cluster, env, background, busy_node,
+                                                            capsys):
+    """A 2-run job array pending behind another job is changed (scontrol update) to ask for more
+    CPUs than the node has: SLURM keeps it pending with reason PartitionConfig, which no wait
+    resolves. The sweep says so, one line per run, and exits 1, leaving the jobs for the user to
+    cancel or change; --report shows the reason."""
+    out = env["base"] / "stuck"
+    command = flags(env, out, "-mt", "Temp-Triplet", "-nc", "4", "-ep", "1", "--seeds", "51,52") + \
+        SLURM_FLAGS + ["--slurm-time", "10"]
+    names = [os.path.basename(run_folder(out, "Temp-Triplet", seed)) for seed in (51, 52)]
+    sweep = background(command)
+    wait_until("the job array", lambda: os.path.isfile(ledger_path(out)))
+    ids = [ledger(out)[name]["job_id"] for name in names]
+    array = slurm_queue.array_of(ids[0])
+    try:
+        wait_until("the array waiting for the node", lambda: job_field(ids[0], "Reason") in ("Resources", "Priority"))
+        # SLURM 22.05 applies the change, then answers 1: "Requested partition configuration not available now"
+        subprocess.run(["scontrol", "update", f"JobId={array}", f"NumCPUs={2 * node_cpus()}"],
+                       capture_output=True, timeout=60)
+        code = sweep.finish()
+        printed = "".join(sweep.lines)
+        assert code == 1, printed
+        for name, job in zip(names, ids):
+            assert f"stuck: {name} (job {job}) pending: PartitionConfig: SLURM never starts it as it is" \
+                in printed
+            assert pending(job)                       # left to the user
+        assert f"2 job(s) left pending for you to cancel (scancel {ids[0]} {ids[1]}; then" in printed
+        assert reproduce.main(["--report", str(out)]) == 0
+        report = capsys.readouterr().out
+        for name, job in zip(names, ids):
+            assert f"queued: {name} (job {job})\n    pending: PartitionConfig: SLURM never starts it " \
+                   "as it is; cancel or change it\n" in report
+    finally:
+        slurm("scancel", array)
+
+
 def run_of(folder):
     """The 2-epoch Temp-Triplet K = 4 run in `folder` (its seed names no file)."""
     return Run("Temp-Triplet", "Val", 4, 0, "auto", 0, 2, 4, folder)
@@ -464,19 +628,89 @@ def seconds(run_time):
 
 
 def test_a_job_suspended_then_resumed_is_seen_running_again(cluster):
-    """Each look at the jobs asks SLURM afresh: submitit's shared watcher takes a SUSPENDED job
-    for ended and stops asking about it, so its cached state would stay SUSPENDED."""
+    """Each look at the jobs asks SLURM afresh (submitit's shared watcher takes a SUSPENDED job
+    for ended and stops asking about it, so that a cached state would stay SUSPENDED)."""
     job = slurm("sbatch", "--parsable", "--partition", "debug", "--cpus-per-task", "1",
                 "--output", "/dev/null", "--wrap", "sleep 300").strip()
     try:
         for action, state in ((None, "RUNNING"), ("suspend", "SUSPENDED"), ("resume", "RUNNING")):
             if action:
                 slurm("scontrol", action, job)
-            wait_until(f"job {job} {state}", lambda: sweep_slurm.sacct_states([job]).get(job) == state,
+            wait_until(f"job {job} {state}", lambda: slurm_queue.job_states([job]).get(job) == state,
                        seconds=60)
             assert sweep_slurm.status_of(state) == "running"
     finally:
         slurm("scancel", job)
+
+
+# --- SLURM's answers read -------------------------------------------------------------------------
+def test_an_arrays_own_record_gives_the_state_of_every_task_it_covers():
+    """sacct -X lines as SLURM writes them: a task's own record first, then the record of its
+    array that covers it, written with the tasks it still covers or as the array's id alone."""
+    read = slurm_queue.states_from_sacct
+    tasks = ["19_0", "19_1", "19_2", "19_3"]
+    assert read(["19|CANCELLED by 0"], tasks) == dict.fromkeys(tasks, "CANCELLED")
+    assert read(["19_[0-3%2]|CANCELLED by 0"], tasks) == dict.fromkeys(tasks, "CANCELLED")
+    assert read(["19_0|COMPLETED", "19_1|RUNNING", "19_[2-3%2]|PENDING"], tasks) == {
+        "19_0": "COMPLETED", "19_1": "RUNNING", "19_2": "PENDING", "19_3": "PENDING"}
+    assert read(["19_0|COMPLETED", "19|CANCELLED by 0"], tasks) == {
+        "19_0": "COMPLETED", "19_1": "CANCELLED", "19_2": "CANCELLED", "19_3": "CANCELLED"}
+    assert read(["19_[1,3]|PENDING"], tasks) == {"19_1": "PENDING", "19_3": "PENDING"}
+    assert read(["20|TIMEOUT", "21_[0%1]|PENDING"], ["20", "21_0", "22"]) == {
+        "20": "TIMEOUT", "21_0": "PENDING"}            # 22: not in accounting yet
+    assert read([], tasks) == {}
+
+
+@pytest.mark.parametrize("reason, never", [
+    ("PartitionConfig", True), ("PartitionTimeLimit", True), ("InvalidAccount", True),
+    ("ReqNodeNotAvail, UnavailableNodes:node[1-2]", True), ("QOSMaxCpuPerJobLimit", True),
+    ("AssocMaxWallDurationPerJobLimit", True), ("QOSMaxMemoryPerJob", True),
+    ("Resources", False), ("Priority", False), ("JobArrayTaskLimit", False), ("BeginTime", False),
+    ("QOSMaxJobsPerUserLimit", False), ("AssocMaxJobsLimit", False), ("", False),
+])
+def test_pending_reasons_no_wait_resolves(reason, never):
+    """Per-job limits never resolve; per-user and per-account ones do as other jobs end."""
+    assert slurm_queue.cannot_resolve(reason) is never
+
+
+NODE_LINE = ("NodeName=gpu{i} Arch=x86_64 CoresPerSocket=16 CPUAlloc=0 CPUEfctv={cpus} CPUTot=32 "
+             "Gres={gres} RealMemory={mb} AllocMem=0 MemSpecLimit=2048 State=IDLE "
+             "Partitions={parts}")
+
+
+def partition_of(lines, name="gpu"):
+    """slurm_fit's Partition from `scontrol show partition` and `node` lines."""
+    f = slurm_fit.fields(lines[0])
+    nodes = tuple(slurm_fit.node_from(slurm_fit.fields(n)) for n in lines[1:])
+    return slurm_fit.Partition(name, slurm_fit.minutes(f["MaxTime"]), slurm_fit.limit(f["MaxCPUsPerNode"]),
+                               slurm_fit.limit(f.get("MaxMemPerNode")), nodes)
+
+
+def test_a_request_is_checked_against_the_nodes_and_limits_scontrol_shows():
+    """A partition of two GPU nodes (a 4-GPU one with 30 CPUs free of the system's, a 2-GPU one
+    with 62), each keeping 2 GB for the system, and a 1-day limit."""
+    part = ("PartitionName=gpu AllowGroups=ALL Default=NO MaxNodes=UNLIMITED MaxTime=1-00:00:00 "
+            "MaxCPUsPerNode=UNLIMITED Nodes=gpu[1-2] State=UP TotalCPUs=96 MaxMemPerNode=UNLIMITED")
+    lines = [part,
+             NODE_LINE.format(i=1, cpus=30, gres="gpu:a100:4(S:0-1)", mb=256000, parts="gpu,all"),
+             NODE_LINE.format(i=2, cpus=62, gres="gpu:v100:2(S:0),shard:8", mb=512000, parts="gpu")]
+    p = partition_of(lines)
+    assert p.max_minutes == 1440 and [(n.cpus, n.mem_mb, n.gpus) for n in p.nodes] == [
+        (30, 253952, 4), (62, 509952, 2)]
+    o = slurm_job.SlurmOptions(partition="gpu", minutes=60, cpus=8, mem_gb=64, gpus=1,
+                               parallelism=None, extra=())
+    assert slurm_fit.refusal(o, p) is None
+    for change, message in [
+        (dict(minutes=1500), "--slurm-time 1500: partition gpu allows at most 1440 minutes"),
+        (dict(cpus=64), "--slurm-cpus-per-run 64: no node of partition gpu has more than 62 CPUs"),
+        (dict(mem_gb=600), "--slurm-mem 600: no node of partition gpu has more than 498 GB"),
+        (dict(gpus=8), "--slurm-gpus-per-run 8: no node of partition gpu has more than 4 GPUs"),
+        (dict(cpus=32, gpus=4), "--slurm-cpus-per-run 32, --slurm-mem 64, --slurm-gpus-per-run 4: "
+         "no node of partition gpu has them all at once; its nodes offer 62 CPUs, 498 GB, 2 GPUs; "
+         "30 CPUs, 248 GB, 4 GPUs"),
+    ]:
+        assert slurm_fit.refusal(dataclasses.replace(o, **change), p) == message
+    assert slurm_fit.gpu_count("(null)") == 0
 
 
 # --- refused before anything is submitted ------------------------------------------------------------

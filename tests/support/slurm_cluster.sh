@@ -11,9 +11,10 @@
 #
 # The folder is $SLURM_CLUSTER_DIR (default /tmp/temp-deepemocluster-slurm). The partition
 # `debug` holds the machine's cores; a job of the partition `urgent` preempts its jobs (SLURM
-# sends them their --signal, then requeues them after 60 s of grace); ports are free ones
-# picked at start. Needs Debian's
-# packages slurm-wlm munge slurmdbd mariadb-server (apt-get install -y ...).
+# sends them their --signal, then requeues them after 60 s of grace); `short` allows a job at
+# most 5 minutes, 1 CPU and 1024 MB of the node (limits a sweep's request is checked against).
+# Ports are free ones picked at start. Needs Debian's packages slurm-wlm munge slurmdbd
+# mariadb-server (apt-get install -y ...).
 set -euo pipefail
 
 DIR="${SLURM_CLUSTER_DIR:-/tmp/temp-deepemocluster-slurm}"
@@ -107,6 +108,7 @@ PreemptMode=REQUEUE
 SlurmctldParameters=preempt_send_user_signal
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=60
 PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
+PartitionName=short Nodes=$host MaxTime=5 MaxCPUsPerNode=1 MaxMemPerNode=1024 State=UP PriorityTier=1
 EOF
     chmod 644 "$SLURM_CONF"
 }
