@@ -235,7 +235,7 @@ def figure_lines(work):
                + f" (faiss {t['faiss']}, {t['faiss_gpus']} GPU(s) seen), each the CPU's partition")
     t = read_result(work, "c_training.json")
     if t:
-        yield (f"  (c) Test1 CCC {t['emotion']} after {t['epochs']} epochs: {t['gpu_precision']} on the GPU "
+        yield (f"  (c) Test1 CCC {t['emotion']} after {t['epochs']} epoch(s): {t['gpu_precision']} on the GPU "
                f"{t['test1_ccc_cuda']:.4f}, CPU fp32 {t['test1_ccc_cpu_fp32']:.4f}; seconds per epoch GPU "
                f"{numbers(t['seconds_cuda'])}, CPU {numbers(t['seconds_cpu'])}")
     t = read_result(work, "e_torchrun.json")
