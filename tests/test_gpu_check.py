@@ -127,6 +127,10 @@ def test_the_faiss_build_named_matches_torchs_cuda_version():
         "no faiss build on PyPI links torch's CUDA 13.0 (faiss-gpu-cu12 links CUDA 12; faiss-gpu-cuvs needs CUDA "
         "13.2 or later, which torch's own CUDA libraries exclude): install torch's CUDA 12 build from the index "
         "pytorch.org gives, then faiss-gpu-cu12")
+    assert gpu_check.faiss_advice("14.0") == (
+        "no faiss build on PyPI is known to link torch's CUDA 14.0: install torch's CUDA 12 build from the index "
+        "pytorch.org gives, then faiss-gpu-cu12")
+    assert gpu_check.faiss_advice(None) == "torch is a CPU build: no faiss GPU build to match"
 
 
 # --- the dry run ------------------------------------------------------------------------------

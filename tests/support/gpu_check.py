@@ -19,8 +19,8 @@ import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
 GO, CANNOT, NO_GPU = 0, 1, 3
-# PyPI's faiss builds with GPU support, by the CUDA version they link: (oldest CUDA, newest
-# CUDA below which it applies, distribution). From the wheels' requirements: faiss-gpu-cu11
+# PyPI's faiss builds with GPU support, by the CUDA version they link: (from CUDA, up to but
+# not including CUDA, distribution). From the wheels' requirements: faiss-gpu-cu11
 # and faiss-gpu-cu12 link CUDA 11 and 12; faiss-gpu-cuvs 1.15 links CUDA 13 from 13.2 on
 # (nvidia-cuda-runtime>=13.2, nvidia-cublas>=13.2), so that beside torch 2.13.0's own CUDA 13.0
 # libraries (nvidia-cuda-runtime 13.0, nvidia-cublas 13.1, pinned) pip cannot install it.
@@ -138,9 +138,11 @@ def faiss_advice(torch_cuda):
                 f"{PIP} install {build} (or bash gpu_check.sh --install-faiss)")
     if not torch_cuda:
         return "torch is a CPU build: no faiss GPU build to match"
-    return (f"no faiss build on PyPI links torch's CUDA {torch_cuda} (faiss-gpu-cu12 links CUDA 12; "
-            "faiss-gpu-cuvs needs CUDA 13.2 or later, which torch's own CUDA libraries exclude): "
-            "install torch's CUDA 12 build from the index pytorch.org gives, then faiss-gpu-cu12")
+    instead = "install torch's CUDA 12 build from the index pytorch.org gives, then faiss-gpu-cu12"
+    if version_tuple(torch_cuda)[0] == 13:          # 13.0 and 13.1, below faiss-gpu-cuvs's 13.2
+        return (f"no faiss build on PyPI links torch's CUDA {torch_cuda} (faiss-gpu-cu12 links CUDA 12; "
+                f"faiss-gpu-cuvs needs CUDA 13.2 or later, which torch's own CUDA libraries exclude): {instead}")
+    return f"no faiss build on PyPI is known to link torch's CUDA {torch_cuda}: {instead}"
 
 
 def faiss_distributions():
@@ -179,11 +181,14 @@ def faiss_status(dry_run, install):
     if install and not dry_run and not (gpu and count) and build:
         install_faiss(build)
         version, gpu, count = faiss_gpus()
-    which = f"faiss {version} ({', '.join(faiss_distributions()) or 'not installed'})"
+    installed = faiss_distributions()
+    which = f"faiss {version} ({', '.join(installed) or 'not installed'})"
     if dry_run:
         return f"{which}: the dry run checks k-means on the CPU path"
     if gpu and count:
-        return f"{which} sees {count} GPU(s): k-means runs on the GPU"
+        other = "" if build in installed else (f" (not the build for torch's CUDA {torch.version.cuda}: "
+                                               "(b) shows whether it runs beside torch)")
+        return f"{which} sees {count} GPU(s): k-means runs on the GPU{other}"
     if gpu:
         return (f"{which} has GPU support but sees no GPU (faiss.get_num_gpus() is 0): k-means runs "
                 f"on the CPU; {faiss_advice(torch.version.cuda)}")
