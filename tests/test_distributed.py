@@ -72,28 +72,7 @@ def steps(tiny_corpus, tmp_path_factory):
 def test_two_processes_take_the_steps_of_one(steps, mt, unlabel):
     name = driver.config_name(mt, unlabel) + ".pt"
     one, two = (torch.load(steps[k] / name, weights_only=True) for k in ("one", "two"))
-    assert torch.equal(one["drawn"], two["drawn"])                  # the same turns, the same batches
-    assert len(one["drawn"]) == driver.TRAIN_TURNS
-    if unlabel:
-        assert torch.equal(one["pool_assignment"], two["pool_assignment"])
-        assert two["unsup_loss"] == pytest.approx(one["unsup_loss"], abs=1e-9)
-    assert two["loss"] == pytest.approx(one["loss"], abs=1e-9)
-    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-9)
-    assert set(one["state"]) == set(two["state"])
-    for key, want in one["state"].items():
-        got = two["state"][key]
-        assert got.dtype == want.dtype, key
-        if want.is_floating_point():
-            assert float((got - want).abs().max()) <= 1e-6, key
-        else:
-            assert torch.equal(got, want), key                      # num_batches_tracked
-    moved = float((one["state"]["cnn_features.0.weight"] - build_state(mt)["cnn_features.0.weight"]).abs().max())
-    assert moved > 1e-4                                             # the steps did train
-
-
-def build_state(mt):
-    torch.manual_seed(driver.SEED)
-    return build_model(mt, driver.K).double().state_dict()
+    driver.assert_same_steps(one, two, mt, unlabel, driver.TRAIN_TURNS)
 
 
 # --- main.py under torchrun ---------------------------------------------------------------------
