@@ -101,7 +101,7 @@ def compute_chunk_features(model, cache, batch_size, settings, desc="features"):
     for step, (idx, chunks) in enumerate(progress(
             batches(cache, order, batch_size, part=share_of(settings)),
             desc=desc, total=-(-len(cache) // batch_size), leave=False)):
-        cluster, _, _ = evaluate(model, chunks, settings.device, settings.bf16)
+        cluster, _, _ = evaluate(model, chunks, settings)
         if settings.distributed:
             cluster = gather_turns(cluster, len(batch_span(order, step, batch_size)), settings,
                                    CHUNKS_PER_TURN)
@@ -225,7 +225,7 @@ def validate(model, data, batch_size, settings, rng):
     for step, (_, chunks, y) in enumerate(progress(
             batches(data.cache, order, batch_size, data.norm_labels, part=share_of(settings)),
             desc="validation", total=-(-len(order) // batch_size), leave=False)):
-        _, attri, _ = evaluate(model, chunks, settings.device, settings.bf16)
+        _, attri, _ = evaluate(model, chunks, settings)
         if settings.distributed:
             span = batch_span(order, step, batch_size)
             attri = gather_turns(attri, len(span), settings)

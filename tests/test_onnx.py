@@ -23,6 +23,7 @@ import fetch_models  # noqa: E402
 from deepemocluster import onnx_runner  # noqa: E402
 import prediction_process  # noqa: E402
 from deepemocluster import prediction  # noqa: E402
+from deepemocluster.compute import Settings  # noqa: E402
 from deepemocluster.features import load_norm_term  # noqa: E402
 from model import ARCH, build_model, load_model, prepare_for_inference, released_state_dict  # noqa: E402
 from support.docs import deployment_examples  # noqa: E402
@@ -99,7 +100,7 @@ def pytorch_fp32(model_dir, norm_dir, temporal_type, clusters, names):
     """prediction_process's PyTorch runner under --precision fp32 (the original numerics)."""
     models = [prepare_for_inference(load_model(os.path.join(model_dir, name), temporal_type, k),
                                     torch.device("cpu"), fast=False) for name, k in zip(names, clusters)]
-    return prediction.TorchModels(models, load_norm_term(norm_dir), torch.device("cpu"))
+    return prediction.TorchModels(models, load_norm_term(norm_dir), Settings(torch.device("cpu")))
 
 
 @pytest.fixture(scope="module")

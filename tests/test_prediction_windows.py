@@ -14,6 +14,7 @@ from conftest import ROOT, SR
 import prediction_process  # noqa: E402
 from deepemocluster import prediction  # noqa: E402
 from deepemocluster import time_windows  # noqa: E402
+from deepemocluster.compute import Settings  # noqa: E402
 from deepemocluster.features import chunk_turn, extract_features, load_norm_term, normalise_features  # noqa: E402
 from model import (ARCH, build_model, checkpoint_name, predict_batch,  # noqa: E402
                    prepare_for_inference, released_state_dict)
@@ -189,7 +190,7 @@ def test_without_window_the_csv_is_the_original_one_row_per_file(setup, tmp_path
     norm = load_norm_term(setup["norm"])
     chunks = torch.from_numpy(np.stack([chunk_turn(normalise_features(
         extract_features(p), norm["feat_mean"], norm["feat_std"])) for p in paths]))
-    preds = predict_batch(loaded_models(setup), chunks, torch.device("cpu"))
+    preds = predict_batch(loaded_models(setup), chunks, Settings(torch.device("cpu")))
     denorm = [p * norm[f"{e}_std"] + norm[f"{e}_mean"] for p, e in zip(preds, EMOTIONS)]
     expected = io.StringIO(newline="")
     w = csv.writer(expected)
@@ -239,7 +240,7 @@ def test_embeddings_are_the_turn_embeddings_of_each_row(setup, tmp_path):
             chunks.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"])))
     assert len(chunks) == len(rows)
     expected = predict_batch(loaded_models(setup), torch.from_numpy(np.stack(chunks)),
-                             torch.device("cpu"), embeddings=True)
+                             Settings(torch.device("cpu")), embeddings=True)
     for emo, (pred, emb) in zip(EMOTIONS, expected):
         np.testing.assert_allclose(vectors[emo], emb, rtol=0, atol=1e-5)
         col = 3 + EMOTIONS.index(emo)
@@ -361,7 +362,7 @@ def test_short_files_get_the_originals_chunking_and_the_warning_says_which(setup
         else:
             chunks = chunk_turn(feat)                                     # zero-padded, (11, 62, 128)
             assert chunks.shape == (11, 62, 128) and not chunks[0, frames:].any()
-        preds = predict_batch(models, torch.from_numpy(chunks[None]), torch.device("cpu"))
+        preds = predict_batch(models, torch.from_numpy(chunks[None]), Settings(torch.device("cpu")))
         expected = [float(p[0]) * norm[f"{e}_std"] + norm[f"{e}_mean"] for p, e in zip(preds, EMOTIONS)]
         np.testing.assert_allclose(scores[name], expected, rtol=0, atol=1e-5)
 
