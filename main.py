@@ -238,8 +238,8 @@ def validate(model, data, batch_size, settings, rng):
 def unlabelled_pool(args, norm, build_cache=True):
     """The N unlabelled turns of the pool, chunked into a cache."""
     files = unlabelled_files(args.unlabeled_features, args.unlabel_size, args.num_clusters)
-    return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", files, norm["feat_mean"],
-                                    norm["feat_std"], args.cache_dtype, build_cache)
+    return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", files, norm["features"], args.cache_dtype,
+                                    build_cache)
 
 
 # --- the training run --------------------------------------------------------------------

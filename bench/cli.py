@@ -147,9 +147,9 @@ def bench_pipeline(corpus, args, training, inference, channels_last):
     norm = make_norm_term(corpus.labels, corpus.features, corpus.norm_dir)
     val_split = validation_split(corpus.labels)
     stems, _ = read_labels(corpus.labels, TRAIN_SPLIT, (EMOTION,))
-    reader = PerChunkReader(feature_paths(corpus.features, stems), norm["feat_mean"], norm["feat_std"])
+    reader = PerChunkReader(feature_paths(corpus.features, stems), norm["features"])
     val_stems, _ = read_labels(corpus.labels, val_split, (EMOTION,))
-    val_reader = PerChunkReader(feature_paths(corpus.features, val_stems), norm["feat_mean"], norm["feat_std"])
+    val_reader = PerChunkReader(feature_paths(corpus.features, val_stems), norm["features"])
 
     log("chunk cache build")
     build = bench_cache_build(corpus, norm, args.repeats, device)

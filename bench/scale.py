@@ -215,7 +215,7 @@ def scale_study(corpus, args, device):
     stems, _ = read_labels(labels, TRAIN_SPLIT)
     t0 = time.perf_counter()
     other_cache = ChunkCache.open_or_build(os.path.join(root, "cache_other"), TRAIN_SPLIT,
-                                           feature_paths(feats, stems), norm["feat_mean"], norm["feat_std"], other)
+                                           feature_paths(feats, stems), norm["features"], other)
     out["cache_build_rate"][other] = n / (time.perf_counter() - t0)
     out["cache_bytes"][other] = os.path.getsize(other_cache.path)
     del other_cache

@@ -12,7 +12,7 @@ import torch
 
 from deepemocluster.compute import Settings, configure_backends, inference_settings, use_channels_last
 from deepemocluster.features import (chunk_turn, extract_features, feature_pool, is_whole_turn_chunked,
-                                     load_norm_term, normalise_features, short_turn_warning)
+                                     load_norm_term, short_turn_warning)
 from deepemocluster.model_flags import attribute_checkpoints
 from deepemocluster.time_windows import audio_seconds, clip_windows, read_windows, window_features
 from model import EMBED_DIM, load_model, predict_batch, prepare_for_inference
@@ -158,8 +158,7 @@ class TorchModels(NamedTuple):
     def predict(self, feats, embeddings=False):
         """Each model's scores on the label scale (models × turns) for a list of raw (frames,
         128) turns and, with `embeddings`, their turn embeddings (models × turns × 256)."""
-        chunked = [chunk_turn(normalise_features(feat, self.norm["feat_mean"], self.norm["feat_std"]),
-                              whole_short_turns=True) for feat in feats]
+        chunked = [chunk_turn(self.norm["features"].apply(feat), whole_short_turns=True) for feat in feats]
         scores, vectors = run_models(chunked, self.models, self.settings, embeddings)
         return np.stack([scores[m] * self.norm[f"{e}_std"] + self.norm[f"{e}_mean"]
                          for m, e in enumerate(EMOTIONS)]), vectors

@@ -113,8 +113,8 @@ def test_a_real_epoch_of_both_designs_is_accounted_stage_by_stage(tmp_path):
     val = LabelledTurns("Development", labels, feats, norm, EMOTION, cache)
     device = torch.device("cpu")
     fast, base = model_pair("Temp-Triplet", 10, device, True, 0)
-    reader = PerChunkReader(feature_paths(feats, train.stems), norm["feat_mean"], norm["feat_std"])
-    val_reader = PerChunkReader(feature_paths(feats, val.stems), norm["feat_mean"], norm["feat_std"])
+    reader = PerChunkReader(feature_paths(feats, train.stems), norm["features"])
+    val_reader = PerChunkReader(feature_paths(feats, val.stems), norm["features"])
 
     class Args:
         model_type, num_clusters, batch, repeats, train_batches = "Temp-Triplet", 10, 2, 1, 1

@@ -29,7 +29,7 @@ import norm_para  # noqa: E402
 import online_testing  # noqa: E402
 import prediction_process  # noqa: E402
 from dataloader import LabelledTurns  # noqa: E402
-from deepemocluster.features import normalise_features  # noqa: E402
+from deepemocluster.features import FeatureNorm  # noqa: E402
 from model import ARCH, build_model, checkpoint_name, released_state_dict  # noqa: E402
 from utils import (EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, NORM_VAR, load_mat, run_cli, save_mat,  # noqa: E402
                    save_torch, sentence_uniform_sample, sentence_uniform_weights)
@@ -309,13 +309,13 @@ def test_turns_shorter_than_one_chunk_are_padded_and_counted(corpus, tmp_path):
     rows = read_rows(corpus["labels"])
     rows.append(dict(rows[0], FileName="short_turn.wav"))
     labels = write_labels(str(tmp_path / "labels.csv"), rows, list(rows[0]))
-    norm = {"Val_mean": 4.0, "Val_std": 1.5, "feat_mean": np.full(128, 2.5), "feat_std": np.full(128, 1.5)}
+    norm = {"Val_mean": 4.0, "Val_std": 1.5, "features": FeatureNorm(np.full(128, 2.5), np.full(128, 1.5))}
     with pytest.warns(UserWarning, match=r"Train: 1 turn\(s\) shorter than 62 frames were padded with zeros"):
         data = LabelledTurns("Train", labels, str(features), norm, "Val", str(tmp_path / "cache"))
     assert len(data) == 5
     chunks = data.cache.read([4])[0]
     assert chunks.shape == (11, FRAMES_PER_CHUNK, 128)
-    expected = normalise_features(short, norm["feat_mean"], norm["feat_std"])
+    expected = norm["features"].apply(short)
     for chunk in chunks:  # every chunk is the whole turn, then zeros (the normalised mean)
         assert np.array_equal(chunk[:40], expected)
         assert not chunk[40:].any()

@@ -88,8 +88,8 @@ def turns(norm, seed=0, frames=FRAMES):
     rng = np.random.default_rng(seed)
     out = []
     for t in frames:
-        mel = norm["feat_mean"] * np.exp(rng.normal(0, 1, (t, 128)))
-        mel[::3, 5] = norm["feat_mean"][5]
+        mel = norm["features"].mean * np.exp(rng.normal(0, 1, (t, 128)))
+        mel[::3, 5] = norm["features"].mean[5]
         if t == 100:
             mel[10, 7], mel[20, 8], mel[30, 9] = np.nan, np.inf, -np.inf
         out.append(mel.astype(np.float32))

@@ -15,7 +15,7 @@ import prediction_process  # noqa: E402
 from deepemocluster import prediction  # noqa: E402
 from deepemocluster import time_windows  # noqa: E402
 from deepemocluster.compute import Settings  # noqa: E402
-from deepemocluster.features import chunk_turn, extract_features, load_norm_term, normalise_features  # noqa: E402
+from deepemocluster.features import chunk_turn, extract_features, load_norm_term  # noqa: E402
 from model import (ARCH, build_model, checkpoint_name, predict_batch,  # noqa: E402
                    prepare_for_inference, released_state_dict)
 from utils import EMOTIONS, FRAMES_PER_CHUNK, NORM_VAR, run_cli, save_mat, save_torch  # noqa: E402
@@ -188,8 +188,7 @@ def test_without_window_the_csv_is_the_original_one_row_per_file(setup, tmp_path
     assert predict(setup, audio, out) == 0
     paths = [str(audio / n) for n in ("a.wav", "b.wav", os.path.join("sub", "c.wav"))]
     norm = load_norm_term(setup["norm"])
-    chunks = torch.from_numpy(np.stack([chunk_turn(normalise_features(
-        extract_features(p), norm["feat_mean"], norm["feat_std"])) for p in paths]))
+    chunks = torch.from_numpy(np.stack([chunk_turn(norm["features"].apply(extract_features(p))) for p in paths]))
     preds = predict_batch(loaded_models(setup), chunks, Settings(torch.device("cpu")))
     denorm = [p * norm[f"{e}_std"] + norm[f"{e}_mean"] for p, e in zip(preds, EMOTIONS)]
     expected = io.StringIO(newline="")
@@ -237,7 +236,7 @@ def test_embeddings_are_the_turn_embeddings_of_each_row(setup, tmp_path):
         y, rate = as_read(str(audio / name))
         for s, e in time_windows.plan_windows(len(y), rate, 2.0, 2.0):
             feat = time_windows.window_features(y[s:e].mean(axis=1), rate)
-            chunks.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"])))
+            chunks.append(chunk_turn(norm["features"].apply(feat)))
     assert len(chunks) == len(rows)
     expected = predict_batch(loaded_models(setup), torch.from_numpy(np.stack(chunks)),
                              Settings(torch.device("cpu")), embeddings=True)
@@ -355,7 +354,7 @@ def test_short_files_get_the_originals_chunking_and_the_warning_says_which(setup
     models = loaded_models(setup)
     scores = scores_by_name(out)
     for name, frames in (("whole57.wav", 57), ("pad41.wav", 41)):
-        feat = normalise_features(extract_features(str(audio / name)), norm["feat_mean"], norm["feat_std"])
+        feat = norm["features"].apply(extract_features(str(audio / name)))
         assert feat.shape[0] == frames
         if frames >= 53:
             chunks = np.repeat(feat[None], 11, axis=0)                   # (11, 57, 128)

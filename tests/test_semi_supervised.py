@@ -34,7 +34,7 @@ def common_flags(tiny_corpus, tmp_path):
 def test_unsupervised_stage_freezes_regression_head_and_trains_cluster_path(tiny_corpus, tmp_path):
     norm = load_norm_term(tiny_corpus["norm"])
     paths = sorted(glob.glob(os.path.join(tiny_corpus["features"], "*.mat")))[:8]
-    pool = ChunkCache.build(str(tmp_path / "pool.npy"), paths, norm["feat_mean"], norm["feat_std"])
+    pool = ChunkCache.build(str(tmp_path / "pool.npy"), paths, norm["features"])
     for mt in ("Temp-Trans", "Temp-Triplet"):
         torch.manual_seed(0)
         model = build_model(mt, 4)

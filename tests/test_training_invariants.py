@@ -195,7 +195,7 @@ def test_unsupervised_stage_steps_sgd_but_not_adam(tiny_corpus, tmp_path):
     data = LabelledTurns("Train", tiny_corpus["labels"], tiny_corpus["features"], norm, "Val",
                          str(tmp_path / "cache"))
     paths = [os.path.join(tiny_corpus["features"], s + ".mat") for s in data.stems[:8]]
-    pool = ChunkCache.build(str(tmp_path / "pool.npy"), paths, norm["feat_mean"], norm["feat_std"])
+    pool = ChunkCache.build(str(tmp_path / "pool.npy"), paths, norm["features"])
     torch.manual_seed(3)
     model = build_model("Temp-Trans", K)
     model.remove_cluster_head()

@@ -84,7 +84,7 @@ def run_steps(out_dir, features, labels, norm_dir, cache_dir, settings):
         split = LabelledTurns("Train", labels, features, norm, "Act", cache_dir, build_cache=settings.is_main)
         val = LabelledTurns("Validation", labels, features, norm, "Act", cache_dir, build_cache=settings.is_main)
         caches = [ChunkCache.open_or_build(cache_dir, name, [os.path.join(features, f) for f in files],
-                                           norm["feat_mean"], norm["feat_std"], build=settings.is_main)
+                                           norm["features"], build=settings.is_main)
                   for name, files in ((f"Train{TRAIN_TURNS}", split.cache.meta["files"][:TRAIN_TURNS]),
                                       (f"Validation{VAL_TURNS}", val.cache.meta["files"][:VAL_TURNS]),
                                       (f"Pool{POOL_TURNS}", split.cache.meta["files"][-POOL_TURNS:]))]
