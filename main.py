@@ -28,12 +28,12 @@ from deepemocluster.features import load_norm_term
 from deepemocluster.labels import validation_split
 from model import (ARCH, build_model, evaluate, evaluation_copy, released_state_dict, triplet_indices,
                    triplet_loss)
-from deepemocluster.training_files import (RUN_FILES, Run, epoch_count, plot_trends, resume_state, run_title,
-                                           save_epoch_state)
+from deepemocluster.training_files import (RUN_FILES, TrainingFiles, epoch_count, plot_trends, resume_state,
+                                           run_title, save_epoch_state)
 from deepemocluster.compute import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends,
                      seed_everything, use_channels_last, use_compile)
-from utils import (AGAIN, CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, at_least, ccc_loss,
-                   progress, run_cli, save_torch, sentence_uniform_sample)
+from utils import (CHUNKS_PER_TURN, FREE_SPACE_AND_RERUN, TRAIN_SPLIT, UserError, add_model_args, at_least,
+                   ccc_loss, progress, run_cli, save_torch, sentence_uniform_sample)
 
 SGD_LR = 0.001
 ADAM_LR = 0.0005
@@ -246,10 +246,10 @@ def unlabelled_pool(args, norm, build_cache=True):
 def train(args):
     """One training run: in this process, or under torchrun in each of its processes."""
     settings = distributed.setup(args.device, args.precision, args.dist_backend, args.dist_timeout)
-    run = Run(args)
-    with distributed.stopping_cleanly(settings, run.resume):
-        train_run(args, settings, run)
-    return run
+    files = TrainingFiles(args)
+    with distributed.stopping_cleanly(settings, files.resume):
+        train_run(args, settings, files)
+    return files
 
 
 def load_data(args, settings):
@@ -301,12 +301,12 @@ def where_it_runs(settings, compiled):
             f"{precision}), each taking its share of every batch")
 
 
-def train_run(args, settings, run):
+def train_run(args, settings, files):
     configure_backends(settings.device, settings.bf16)
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     triplet_gen = torch.Generator().manual_seed(args.seed) if args.model_type == "Temp-Triplet" else None
-    run.check_not_taken(args.resume, args.overwrite)
+    files.check_not_taken(args.resume, args.overwrite)
     distributed.check_batch(args.batch_size, settings.world_size)
     train_set, val_set, unlabelled = load_data(args, settings)
     model, compiled = build_training_model(args, settings, len(train_set))
@@ -314,9 +314,9 @@ def train_run(args, settings, run):
     history = {"train_loss": [], "unsup_loss": [], "val_loss": [], "nmi": [], "seconds": []}
     cluster_log, best, start = [], float("inf"), 0
     if args.resume:
-        start, best, history, cluster_log = resume_state(run, model, optimizers, rng, triplet_gen)
-        settings.log(f"resuming {run.checkpoint} after epoch {start}")
-    check_training_room(args.model_dir, run.files(), model, len(train_set), args.epochs)
+        start, best, history, cluster_log = resume_state(files, model, optimizers, rng, triplet_gen)
+        settings.log(f"resuming {files.checkpoint} after epoch {start}")
+    check_training_room(args.model_dir, files.paths(), model, len(train_set), args.epochs)
 
     settings.log(f"training {args.model_type} for {args.emo_attr}: {len(train_set)} Train, {len(val_set)} "
                  f"{val_set.split} turns, {args.num_clusters} clusters, {epoch_count(args.epochs)}, batch "
@@ -352,17 +352,17 @@ def train_run(args, settings, run):
             history[key].append(value)
         if settings.is_main:
             if improved:
-                save_torch(run.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})
-            save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen)
+                save_torch(files.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})
+            save_epoch_state(files, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen)
         settings.log(f"epoch {epoch + 1}/{args.epochs}  train loss {train_loss:.4f}"
                      f"{f'  unsupervised loss {unsup_loss:.4f}' if unsup_loss is not None else ''}"
                      f"  val CCC loss {val_loss:.4f}  NMI {'-' if epoch_nmi is None else f'{epoch_nmi:.3f}'}"
                      f"  {time.time() - t0:.0f}s{'  saved' if improved else ''}", flush=True)
     if settings.is_main:
-        plot_trends(history, run, run_title(args))
-    settings.log(f"best validation CCC loss {best:.4f}\ncheckpoint: {run.checkpoint}\n"
-                 f"cluster log: {run.cluster_log}\nhistory: {run.history}\n"
-                 f"plots: {run.nmi_val_plot}, {run.train_plot}")
+        plot_trends(history, files, run_title(args))
+    settings.log(f"best validation CCC loss {best:.4f}\ncheckpoint: {files.checkpoint}\n"
+                 f"cluster log: {files.cluster_log}\nhistory: {files.history}\n"
+                 f"plots: {files.nmi_val_plot}, {files.train_plot}")
 
 
 def unsupervised_stage(model, pool, optimizers, args, settings, rng, triplet_gen, epoch):
@@ -388,7 +388,7 @@ def after_full_disk(err):
     if stem and os.path.isfile(stem + RUN_FILES["checkpoint"]):
         return ("Free space, then run the same command again with --overwrite: the first epoch's "
                 "checkpoint was saved, but not its resume state.")
-    return AGAIN
+    return FREE_SPACE_AND_RERUN
 
 
 def main(argv=None):

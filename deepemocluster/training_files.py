@@ -1,5 +1,5 @@
 """What a training run writes (method §6 step 10, README "Flags"): the released checkpoint
-name and its companions (Run), the plots of its trends, and the state after each epoch that
+name and its companions (TrainingFiles), the plots of its trends, and the state after each epoch that
 --resume continues from. main.py writes them (under torchrun, rank 0 alone)."""
 import json
 import os
@@ -17,8 +17,9 @@ RUN_FILES = {"checkpoint": ".pth.tar", "resume": "_resume.pth.tar", "cluster_log
              "train_plot": "_TrainLoss.png"}
 
 
-class Run:
-    """Where one training run keeps its files: the released checkpoint name and its companions."""
+class TrainingFiles:
+    """Where one training run keeps its files: the released checkpoint name and its companions
+    (an attribute per RUN_FILES key)."""
 
     def __init__(self, args):
         name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
@@ -27,7 +28,7 @@ class Run:
         for key, suffix in RUN_FILES.items():
             setattr(self, key, self.stem + suffix)
 
-    def files(self):
+    def paths(self):
         return [getattr(self, key) for key in RUN_FILES]
 
     def check_not_taken(self, resume, overwrite):
@@ -57,7 +58,7 @@ def epoch_axis(ax, n_epochs):
     ax.set_xlabel("epoch")
 
 
-def plot_trends(history, run, title):
+def plot_trends(history, files, title):
     """NMI and validation loss per epoch in one PNG, training loss in another; both name
     the run, mark the saved epoch and tick whole epochs."""
     import matplotlib
@@ -82,7 +83,7 @@ def plot_trends(history, run, title):
     ax1.legend(loc="best", fontsize=8)
     fig.suptitle(f"{title}\n{subtitle}", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, run.nmi_val_plot)
+    save_figure(fig, files.nmi_val_plot)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(epochs, history["train_loss"], "o-", label="supervised stage")
     if any(v is not None for v in history.get("unsup_loss", [])):
@@ -94,7 +95,7 @@ def plot_trends(history, run, title):
     ax.legend(fontsize=8)
     fig.suptitle(f"{title}\nTraining loss", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, run.train_plot)
+    save_figure(fig, files.train_plot)
     plt.close("all")
 
 
@@ -116,11 +117,11 @@ def save_figure(fig, path):
 
 
 # --- resuming -----------------------------------------------------------------------------
-def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen):
+def save_epoch_state(files, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen):
     """Everything needed to continue after this epoch; each file replaced atomically."""
-    save_npy(run.cluster_log, np.stack(cluster_log))
-    save_json(run.history, history)
-    save_torch(run.resume, {
+    save_npy(files.cluster_log, np.stack(cluster_log))
+    save_json(files.history, history)
+    save_torch(files.resume, {
         "epoch": epoch + 1, "best_val_loss": best,
         "state_dict": released_state_dict(model),
         "sgd": optimizers[0].state_dict(), "adam": optimizers[1].state_dict(),
@@ -129,10 +130,10 @@ def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, 
         "triplet_rng": triplet_gen.get_state() if triplet_gen is not None else None})
 
 
-def resume_state(run, model, optimizers, rng, triplet_gen):
-    if not os.path.isfile(run.resume):
-        raise UserError(f"--resume: no interrupted training to continue ({run.resume} not found)")
-    state = read_checkpoint(run.resume)
+def resume_state(files, model, optimizers, rng, triplet_gen):
+    if not os.path.isfile(files.resume):
+        raise UserError(f"--resume: no interrupted training to continue ({files.resume} not found)")
+    state = read_checkpoint(files.resume)
     model.restore_cluster_head()
     model.load_state_dict(canonical_state_dict(state["state_dict"]))
     model.remove_cluster_head()
@@ -146,12 +147,12 @@ def resume_state(run, model, optimizers, rng, triplet_gen):
         triplet_gen.set_state(state["triplet_rng"])
     epoch = state["epoch"]
     try:
-        with open(run.history) as f:
+        with open(files.history) as f:
             history = json.load(f)
-        cluster_log = list(np.load(run.cluster_log, allow_pickle=False))
+        cluster_log = list(np.load(files.cluster_log, allow_pickle=False))
     except (OSError, ValueError) as err:
         raise UserError(f"--resume: cannot read the training history or cluster log beside "
-                        f"{run.resume} ({err}); start the training again without --resume")
+                        f"{files.resume} ({err}); start the training again without --resume")
     # A kill between writing these and the resume file leaves them one epoch ahead.
     history = {k: v[:epoch] for k, v in history.items()}
     return epoch, state["best_val_loss"], history, cluster_log[:epoch]

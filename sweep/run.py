@@ -83,20 +83,20 @@ def training_launcher(processes):
             "--nproc_per_node", str(processes)]
 
 
-def commands(run, s, device, action):
+def commands(run, settings, device, action):
     """The main.py and online_testing.py command lines a run still needs."""
     model = ["-ep", str(run.epochs), "-batch", str(run.batch), "-emo", run.emo, "-nc", str(run.k),
              "-mt", run.type, "-unlabel", str(run.unlabel), "--precision", run.precision,
-             "--norm-dir", s.norm_dir, "--model-dir", run.folder, "--device", device,
-             "--features", s.features, "--labels", s.labels, "--cache-dir", s.cache_dir]
+             "--norm-dir", settings.norm_dir, "--model-dir", run.folder, "--device", device,
+             "--features", settings.features, "--labels", settings.labels, "--cache-dir", settings.cache_dir]
     out = []
     if action in ("train", "resume", "overwrite"):
         extra = {"train": [], "resume": ["--resume"], "overwrite": ["--overwrite"]}[action]
-        out.append(("main", training_launcher(s.processes) + ["main.py"] + model +
-                    ["--seed", str(run.seed), "--unlabeled-features", s.unlabeled_features,
-                     "--val-split", s.val_split] + extra))
+        out.append(("main", training_launcher(settings.processes) + ["main.py"] + model +
+                    ["--seed", str(run.seed), "--unlabeled-features", settings.unlabeled_features,
+                     "--val-split", settings.val_split] + extra))
     out.append(("test", [sys.executable, "online_testing.py"] + model +
-                ["--split", s.split, "--result-json", run.test_json(s.split)]))
+                ["--split", settings.split, "--result-json", run.test_json(settings.split)]))
     return out
 
 
@@ -114,14 +114,14 @@ def trained_device(run):
     return f"{device} ({precision}){f' x {processes} processes' if processes else ''}"
 
 
-def make_row(run, s):
+def make_row(run, settings):
     """The results.csv row of a run from its folder: finished, or failed at its last attempt;
     None for a run not attempted yet or left unfinished (it runs again)."""
     record = read_json(os.path.join(run.folder, "run.json")) or {}
-    done = plan(run, s.split) == "done"
-    if not done and (record.get("split"), record.get("status")) != (s.split, "failed"):
+    done = plan(run, settings.split) == "done"
+    if not done and (record.get("split"), record.get("status")) != (settings.split, "failed"):
         return None
-    result = read_json(run.test_json(s.split)) if done else None
+    result = read_json(run.test_json(settings.split)) if done else None
     history = read_json(run.path("_history.json"))
     best = seconds = ""
     if history and history.get("val_loss"):
@@ -129,7 +129,7 @@ def make_row(run, s):
         seconds = sum(history.get("seconds", [])) + (record.get("test_seconds") or 0)
         seconds = f"{seconds:.1f}"
     return {"type": run.type, "attribute": run.emo, "K": run.k, "unlabel": run.unlabel,
-            "seed": run.seed, "epochs": run.epochs, "batch": run.batch, "split": s.split,
+            "seed": run.seed, "epochs": run.epochs, "batch": run.batch, "split": settings.split,
             "CCC": repr(float(result["ccc"])) if result else "", "best_epoch": best,
             "seconds": seconds, "precision": run.precision, "device": trained_device(run),
             "commit": record.get("commit", ""),

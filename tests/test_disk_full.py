@@ -37,7 +37,7 @@ import utils  # noqa: E402
 from dataloader import cache_bytes  # noqa: E402
 from deepemocluster.labels import read_labels  # noqa: E402
 from model import build_model  # noqa: E402
-from utils import AGAIN, DiskFullError, UserError, human_size, run_cli  # noqa: E402
+from utils import DiskFullError, FREE_SPACE_AND_RERUN, UserError, human_size, run_cli  # noqa: E402
 
 FREE = 12_345                      # what the tests' disks have left, as the message says it
 FREE_TEXT = "12.3 kB"
@@ -52,7 +52,8 @@ RESUME_ADVICE = ("Free space, then run the same command again with --resume: the
 def cli(script, argv):
     """script.main(argv) as its `__main__` runs it: run_cli with the script's advice."""
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: script.main([str(a) for a in argv]), disk_full=ADVICE.get(script, AGAIN))
+        run_cli(lambda: script.main([str(a) for a in argv]),
+                disk_full=ADVICE.get(script, FREE_SPACE_AND_RERUN))
     return exit_info.value.code
 
 
@@ -129,7 +130,7 @@ def test_training_stopped_by_a_full_disk_resumes_to_the_uninterrupted_result(
 def epoch_1_saved(corpus, tmp_path):
     """A run's files after epoch 1 (model, optimisers, generators as main.py saves them)."""
     args = train_script.parse_args([str(a) for a in train_argv(corpus, tmp_path / "m", epochs=2)])
-    run = train_script.Run(args)
+    run = train_script.TrainingFiles(args)
     model = build_model("Temp-Triplet", K)
     model.remove_cluster_head()
     optimizers = train_script.make_optimizers(model)
@@ -172,7 +173,7 @@ def test_the_advice_after_a_full_disk_follows_what_training_saved(tmp_path):
     def advice(path):
         return train_script.after_full_disk(DiskFullError(path, "No space left on device", FREE))
     for path in (stem + ".pth.tar", stem + "_resume.pth.tar", str(tmp_path / "cache" / "Train_0123456789abcdef.npy")):
-        assert advice(path) == AGAIN              # no epoch saved, or not a file of the run
+        assert advice(path) == FREE_SPACE_AND_RERUN   # no epoch saved, or not a file of the run
     open(stem + ".pth.tar", "wb").close()
     assert advice(stem + "_history.json") == (
         "Free space, then run the same command again with --overwrite: the first epoch's checkpoint "
@@ -192,7 +193,7 @@ def test_a_full_disk_while_the_chunk_cache_is_built(corpus, disk, tmp_path, caps
     err = capsys.readouterr().err
     path = re.search(r"writing (\S+): ", err).group(1)
     assert re.fullmatch(re.escape(str(cache)) + r"/Train_[0-9a-f]{16}\.npy", path)
-    assert err == full_disk_message(path, AGAIN)
+    assert err == full_disk_message(path, FREE_SPACE_AND_RERUN)
     assert os.listdir(cache) == [] and not os.path.exists(tmp_path / "m")
 
 
@@ -317,7 +318,8 @@ def test_normterm_is_replaced_whole_or_not_at_all(corpus, disk, tmp_path, capsys
     disk("val_norm_means.mat", room=100)
     argv = ["--labels", corpus["labels"], "--features", corpus["features"], "--norm-dir", norm]
     assert cli(norm_para, argv) == 1
-    assert capsys.readouterr().err == full_disk_message(os.path.join(norm, "val_norm_means.mat"), AGAIN)
+    assert capsys.readouterr().err == full_disk_message(os.path.join(norm, "val_norm_means.mat"),
+                                                        FREE_SPACE_AND_RERUN)
     assert snapshot(norm) == before          # every file the old one: no mix of old and new
 
 
@@ -335,7 +337,7 @@ def test_a_demo_corpus_stopped_by_a_full_disk_is_written_whole_when_run_again(di
     assert cli(make_demo_corpus, argv) == 1
     path, = full.hits
     final = os.path.join(os.path.dirname(path), re.sub(r"^\.(.*)\.\w+\.tmp$", r"\1", os.path.basename(path)))
-    assert capsys.readouterr().err == full_disk_message(final, AGAIN)
+    assert capsys.readouterr().err == full_disk_message(final, FREE_SPACE_AND_RERUN)
     assert not [n for n in snapshot(tmp_path / "demo") if n.endswith(".tmp")]
     room_again(monkeypatch)
     assert cli(make_demo_corpus, argv) == 0
@@ -365,7 +367,7 @@ def test_prediction_outputs_meet_a_full_disk(predicted, disk, target, capsys):
     capsys.readouterr()
     assert cli(prediction_process, argv) == 1
     assert full.hits
-    assert capsys.readouterr().err == full_disk_message(os.path.join(out, target), AGAIN)
+    assert capsys.readouterr().err == full_disk_message(os.path.join(out, target), FREE_SPACE_AND_RERUN)
     assert snapshot(out) == before
 
 
@@ -416,7 +418,7 @@ def test_a_sweep_stopped_by_a_full_disk_continues_when_run_again(corpus, disk, t
     assert report.group(3) == reproduce.AFTER_FULL_DISK
     assert torch.load(files["resume"], weights_only=True)["epoch"] == 1 and not result.exists()
     row = read_rows(out / "results.csv")[0]
-    assert row["status"] == "failed" and row["error"].endswith(AGAIN)   # the script's own advice
+    assert row["status"] == "failed" and row["error"].endswith(FREE_SPACE_AND_RERUN)   # the script's advice
     for key in ("PYTHONPATH", "FULL_DISK"):
         monkeypatch.delenv(key)
     # 2. Run again: the model is tested; the sweep's results.csv meets a full disk.
