@@ -28,8 +28,8 @@ from deepemocluster.features import load_norm_term
 from deepemocluster.labels import validation_split
 from model import (ARCH, build_model, evaluate, evaluation_copy, released_state_dict, triplet_indices,
                    triplet_loss)
-from deepemocluster.training_files import (RUN_FILES, TrainingFiles, epoch_count, plot_trends, resume_state,
-                                           run_title, save_epoch_state)
+from deepemocluster.training_files import (RUN_FILES, TrainingFiles, TrainingState, epoch_count, plot_trends,
+                                           resume_state, run_title, save_epoch_state)
 from deepemocluster.compute import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends,
                      seed_everything, use_channels_last, use_compile)
 from utils import (CHUNKS_PER_TURN, FREE_SPACE_AND_RERUN, TRAIN_SPLIT, UserError, add_model_args, at_least,
@@ -134,19 +134,20 @@ def make_optimizers(model):
     return torch.optim.SGD(params, lr=SGD_LR), torch.optim.Adam(params, lr=ADAM_LR)
 
 
-def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, settings,
-                    labels=None, triplet_gen=None, epoch=0, desc="train"):
-    """Joint training over the sampled turns; returns the mean loss over batches.
+def train_one_epoch(state, cache, drawn, assignment, batch_size, settings, labels=None, desc="train"):
+    """Joint training of the model of `state` (TrainingState, in its epoch state.epoch) over the
+    sampled turns; returns the mean loss over batches.
 
     With `labels` None only the cluster path trains (cross-entropy [+ triplet]),
-    the regression head frozen: the unsupervised stage of the semi-supervised variant.
+    the regression head frozen: the unsupervised stage of the semi-supervised variant, which
+    steps SGD but not Adam, as the authors' release does (method §6).
     Under torchrun each process trains on its share of every batch, the loss that of the
     whole batch (global_batch_loss), the model under DistributedDataParallel.
     """
-    device = settings.device
+    device, model, epoch, triplet_gen = settings.device, state.model, state.epoch, state.triplet_gen
     model.train()
     top_opt = torch.optim.SGD(model.top_layer_class.parameters(), lr=TOP_LAYER_LR)
-    all_opts = list(optimizers) + [top_opt]
+    all_opts = list(state.optimizers if labels is not None else state.optimizers[:1]) + [top_opt]
     frozen = [] if labels is not None else \
         list(model.emo_regressor.parameters()) + list(model.top_layer_attri.parameters())
     for p in frozen:
@@ -301,81 +302,81 @@ def where_it_runs(settings, compiled):
             f"{precision}), each taking its share of every batch")
 
 
+def fresh_state(model, seed, model_type):
+    """The TrainingState of a run before its first epoch: the model, its optimisers, and the
+    random streams from `seed` (--seed; the triplets' for Temp-Triplet only)."""
+    triplet_gen = torch.Generator().manual_seed(seed) if model_type == "Temp-Triplet" else None
+    return TrainingState(model, make_optimizers(model), np.random.default_rng(seed), triplet_gen)
+
+
 def train_run(args, settings, files):
     configure_backends(settings.device, settings.bf16)
     seed_everything(args.seed)
-    rng = np.random.default_rng(args.seed)
-    triplet_gen = torch.Generator().manual_seed(args.seed) if args.model_type == "Temp-Triplet" else None
     files.check_not_taken(args.resume, args.overwrite)
     distributed.check_batch(args.batch_size, settings.world_size)
     train_set, val_set, unlabelled = load_data(args, settings)
     model, compiled = build_training_model(args, settings, len(train_set))
-    optimizers = make_optimizers(model)
-    history = {"train_loss": [], "unsup_loss": [], "val_loss": [], "nmi": [], "seconds": []}
-    cluster_log, best, start = [], float("inf"), 0
+    state = fresh_state(model, args.seed, args.model_type)
     if args.resume:
-        start, best, history, cluster_log = resume_state(files, model, optimizers, rng, triplet_gen)
-        settings.log(f"resuming {files.checkpoint} after epoch {start}")
+        resume_state(files, state)
+        settings.log(f"resuming {files.checkpoint} after epoch {state.epoch}")
     check_training_room(args.model_dir, files.paths(), model, len(train_set), args.epochs)
 
     settings.log(f"training {args.model_type} for {args.emo_attr}: {len(train_set)} Train, {len(val_set)} "
                  f"{val_set.split} turns, {args.num_clusters} clusters, {epoch_count(args.epochs)}, batch "
                  f"{args.batch_size}{', ' + str(args.unlabel_size) + ' unlabelled turns' if unlabelled else ''}, "
                  f"{where_it_runs(settings, compiled)}")
-    for epoch in range(start, args.epochs):
+    for epoch in range(state.epoch, args.epochs):
         t0 = time.time()
         unsup_loss = None
         if unlabelled is not None:
-            unsup_loss = unsupervised_stage(model, unlabelled, optimizers, args, settings, rng,
-                                            triplet_gen, epoch)
+            unsup_loss = unsupervised_stage(state, unlabelled, args, settings)
         # Steps 1–4: cluster head off, chunk features, k-means pseudo-labels.
         model.remove_cluster_head()
         feats = compute_chunk_features(model, train_set.cache, args.batch_size, settings)
-        assignment = cluster_chunks(feats, args.num_clusters, rng, settings)
+        assignment = cluster_chunks(feats, args.num_clusters, state.rng, settings)
         # Step 5: sentence-level uniform sampling of whole turns.
-        drawn = sentence_uniform_sample(assignment, args.num_clusters, rng)
+        drawn = sentence_uniform_sample(assignment, args.num_clusters, state.rng)
         # Steps 6–7: fresh cluster head, joint training.
         model.restore_cluster_head()
-        train_loss = train_one_epoch(model, train_set.cache, drawn, assignment, optimizers,
-                                     args.batch_size, settings, train_set.norm_labels,
-                                     triplet_gen, epoch, desc=f"epoch {epoch + 1}")
+        train_loss = train_one_epoch(state, train_set.cache, drawn, assignment, args.batch_size, settings,
+                                     train_set.norm_labels, desc=f"epoch {epoch + 1}")
         # Step 8: NMI against the previous epoch's clustering.
-        epoch_nmi = nmi(cluster_log[-1], assignment) if cluster_log else None
-        cluster_log.append(assignment.astype(np.int32))
+        epoch_nmi = nmi(state.cluster_log[-1], assignment) if state.cluster_log else None
+        state.cluster_log.append(assignment.astype(np.int32))
         # Step 9: validation; checkpoint at the first epoch and on improvement.
-        val_loss = validate(model, val_set, args.batch_size, settings, rng)
-        improved = epoch == 0 or val_loss < best
+        val_loss = validate(model, val_set, args.batch_size, settings, state.rng)
+        improved = epoch == 0 or val_loss < state.best
         if improved:
-            best = val_loss
-        for key, value in (("train_loss", train_loss), ("unsup_loss", unsup_loss),
-                           ("val_loss", val_loss), ("nmi", epoch_nmi), ("seconds", time.time() - t0)):
-            history[key].append(value)
+            state.best = val_loss
+        state.end_epoch(train_loss=train_loss, unsup_loss=unsup_loss, val_loss=val_loss, nmi=epoch_nmi,
+                        seconds=time.time() - t0)
         if settings.is_main:
             if improved:
                 save_torch(files.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})
-            save_epoch_state(files, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen)
+            save_epoch_state(files, state)
         settings.log(f"epoch {epoch + 1}/{args.epochs}  train loss {train_loss:.4f}"
                      f"{f'  unsupervised loss {unsup_loss:.4f}' if unsup_loss is not None else ''}"
                      f"  val CCC loss {val_loss:.4f}  NMI {'-' if epoch_nmi is None else f'{epoch_nmi:.3f}'}"
                      f"  {time.time() - t0:.0f}s{'  saved' if improved else ''}", flush=True)
     if settings.is_main:
-        plot_trends(history, files, run_title(args))
-    settings.log(f"best validation CCC loss {best:.4f}\ncheckpoint: {files.checkpoint}\n"
+        plot_trends(state.history, files, run_title(args))
+    settings.log(f"best validation CCC loss {state.best:.4f}\ncheckpoint: {files.checkpoint}\n"
                  f"cluster log: {files.cluster_log}\nhistory: {files.history}\n"
                  f"plots: {files.nmi_val_plot}, {files.train_plot}")
 
 
-def unsupervised_stage(model, pool, optimizers, args, settings, rng, triplet_gen, epoch):
+def unsupervised_stage(state, pool, args, settings):
     """Semi-supervised variant: cluster the unlabelled turns and train the cluster path only,
-    stepping the model's SGD and the fresh top-layer SGD (not Adam)."""
+    stepping the model's SGD and the fresh top-layer SGD (not Adam; train_one_epoch)."""
+    model = state.model
     model.remove_cluster_head()
     feats = compute_chunk_features(model, pool, args.batch_size, settings, desc="unlabelled features")
-    assignment = cluster_chunks(feats, args.num_clusters, rng, settings)
-    drawn = sentence_uniform_sample(assignment, args.num_clusters, rng)
+    assignment = cluster_chunks(feats, args.num_clusters, state.rng, settings)
+    drawn = sentence_uniform_sample(assignment, args.num_clusters, state.rng)
     model.restore_cluster_head()
-    sgd = optimizers[0]   # the authors' release: Adam does not step in this stage (method §6)
-    return train_one_epoch(model, pool, drawn, assignment, [sgd], args.batch_size, settings,
-                           None, triplet_gen, epoch, desc=f"epoch {epoch + 1} unlabelled")
+    return train_one_epoch(state, pool, drawn, assignment, args.batch_size, settings,
+                           desc=f"epoch {state.epoch + 1} unlabelled")
 
 
 def after_full_disk(err):

@@ -166,10 +166,9 @@ def bench_pipeline(corpus, args, training, inference, channels_last):
     n_chunks = len(train) * CHUNKS_PER_TURN
     rows += epoch_rows(epochs, len(train), len(val), n_chunks, args, (train_prec, base_prec))
     last = designs["fast"]["last"]
-    gen = designs["fast"]["triplet"]
     shares = profile_training_step(lambda: train_main.train_one_epoch(
-        fast, train.cache, last["turns"][:args.batch], last["assignment"], designs["fast"]["opts"],
-        args.batch, training, train.norm_labels, gen), device)
+        designs["fast"]["state"], train.cache, last["turns"][:args.batch], last["assignment"], args.batch,
+        training, train.norm_labels), device)
     for family, share in shares.items():
         note = ""
         if family == "other":

@@ -100,12 +100,10 @@ def epoch_child(spec_path):
     if spec["compile"]:
         model.compile_encoder()
     model.remove_cluster_head()
-    optimizers = train_main.make_optimizers(model)
-    triplet_gen = torch.Generator().manual_seed(SEED) if spec["model_type"] == "Temp-Triplet" else None
+    state = train_main.fresh_state(model, SEED, spec["model_type"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    res = fast_epoch(model, train, val, optimizers, spec["clusters"], spec["batch"], settings,
-                     np.random.default_rng(SEED), triplet_gen, spec["train_batches"],
+    res = fast_epoch(state, train, val, spec["clusters"], spec["batch"], settings, spec["train_batches"],
                      warmup_batch=bool(spec["compile"] or spec["train_batches"]))
     out = {"n_train": len(train), "n_dev": len(val), "cache_path": train.cache.path,
            "val_cache_path": val.cache.path, "train_cache_seconds": t_train_cache,

@@ -5,9 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import torch
-
 import main as train_main
 from bench import ROOT, SEED
 from bench.baseline import baseline_epoch
@@ -28,22 +25,20 @@ def bench_epochs(fast, base, train, val, reader, val_reader, args, settings):
     designs = {}
     for name, model in (("fast", fast), ("base", base)):
         model.remove_cluster_head()
-        designs[name] = {"model": model, "opts": train_main.make_optimizers(model),
-                         "rng": np.random.default_rng(SEED),
-                         "triplet": torch.Generator().manual_seed(SEED)
-                         if args.model_type == "Temp-Triplet" else None,
+        designs[name] = {"state": train_main.fresh_state(model, SEED, args.model_type),
                          "accounts": [], "last": None}
     for i in range(args.repeats + 1):
         for name, d in designs.items():
+            state = d["state"]
             if name == "fast":
                 fast_backends(settings)
-                res = fast_epoch(d["model"], train, val, d["opts"], args.num_clusters, args.batch, settings,
-                                 d["rng"], d["triplet"], args.train_batches, epoch=i)
+                state.epoch = i
+                res = fast_epoch(state, train, val, args.num_clusters, args.batch, settings, args.train_batches)
             else:
                 original_backends(device)
-                res = baseline_epoch(d["model"], reader, train.norm_labels, val_reader, val.norm_labels,
-                                     d["opts"], args.num_clusters, args.batch, device, d["rng"], d["triplet"],
-                                     args.train_batches)
+                res = baseline_epoch(state.model, reader, train.norm_labels, val_reader, val.norm_labels,
+                                     state.optimizers, args.num_clusters, args.batch, device, state.rng,
+                                     state.triplet_gen, args.train_batches)
             log(f"  epoch {i} {'(warm-up) ' if i == 0 else ''}{name}: "
                 + ", ".join(f"{s} {res['seconds'][s]:.2f}s" for s in EPOCH_STAGES))
             if i > 0:

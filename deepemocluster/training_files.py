@@ -1,8 +1,9 @@
 """What a training run writes (method §6 step 10, README "Flags"): the released checkpoint
-name and its companions (TrainingFiles), the plots of its trends, and the state after each epoch that
---resume continues from. main.py writes them (under torchrun, rank 0 alone)."""
+name and its companions (TrainingFiles), the plots of its trends, and the state after each epoch
+(TrainingState) that --resume continues from. main.py writes them (under torchrun, rank 0 alone)."""
 import json
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,6 +42,33 @@ class TrainingFiles:
         raise UserError(f"{self.checkpoint} already holds a checkpoint; not replacing it. Use "
                         f"{hint}--overwrite to train it again from scratch, or --model-dir DIR to "
                         "train into another folder")
+
+
+# What the history holds for each epoch, in this order.
+HISTORY_KEYS = ("train_loss", "unsup_loss", "val_loss", "nmi", "seconds")
+
+
+@dataclass
+class TrainingState:
+    """What a training run carries from epoch to epoch, saves after each (save_epoch_state) and
+    --resume restores (resume_state): the model, its optimisers (SGD, Adam), the random streams
+    (numpy's for the k-means seeds, sampling and validation order; torch's for the triplets, None
+    but for Temp-Triplet), each epoch's history and clustering, and how far the run has come."""
+
+    model: torch.nn.Module
+    optimizers: tuple
+    rng: np.random.Generator
+    triplet_gen: torch.Generator = None
+    history: dict = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
+    cluster_log: list = field(default_factory=list)
+    epoch: int = 0                  # epochs completed: the 0-based index of the one under way
+    best: float = float("inf")      # the lowest validation loss so far
+
+    def end_epoch(self, **values):
+        """Record the epoch under way in the history (a value per HISTORY_KEYS key); it is completed."""
+        for key, value in values.items():
+            self.history[key].append(value)
+        self.epoch += 1
 
 
 # --- method §6 step 10 -----------------------------------------------------------------
@@ -117,12 +145,15 @@ def save_figure(fig, path):
 
 
 # --- resuming -----------------------------------------------------------------------------
-def save_epoch_state(files, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen):
-    """Everything needed to continue after this epoch; each file replaced atomically."""
-    save_npy(files.cluster_log, np.stack(cluster_log))
-    save_json(files.history, history)
+def save_epoch_state(files, training):
+    """Everything needed to continue after the epochs `training` (TrainingState) completed;
+    each file replaced atomically."""
+    model, optimizers = training.model, training.optimizers
+    rng, triplet_gen = training.rng, training.triplet_gen
+    save_npy(files.cluster_log, np.stack(training.cluster_log))
+    save_json(files.history, training.history)
     save_torch(files.resume, {
-        "epoch": epoch + 1, "best_val_loss": best,
+        "epoch": training.epoch, "best_val_loss": training.best,
         "state_dict": released_state_dict(model),
         "sgd": optimizers[0].state_dict(), "adam": optimizers[1].state_dict(),
         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
@@ -130,7 +161,11 @@ def save_epoch_state(files, model, optimizers, epoch, best, history, cluster_log
         "triplet_rng": triplet_gen.get_state() if triplet_gen is not None else None})
 
 
-def resume_state(files, model, optimizers, rng, triplet_gen):
+def resume_state(files, training):
+    """`training`, a fresh run's TrainingState, brought to where the run was saved after its last
+    completed epoch."""
+    model, optimizers = training.model, training.optimizers
+    rng, triplet_gen = training.rng, training.triplet_gen
     if not os.path.isfile(files.resume):
         raise UserError(f"--resume: no interrupted training to continue ({files.resume} not found)")
     state = read_checkpoint(files.resume)
@@ -154,5 +189,6 @@ def resume_state(files, model, optimizers, rng, triplet_gen):
         raise UserError(f"--resume: cannot read the training history or cluster log beside "
                         f"{files.resume} ({err}); start the training again without --resume")
     # A kill between writing these and the resume file leaves them one epoch ahead.
-    history = {k: v[:epoch] for k, v in history.items()}
-    return epoch, state["best_val_loss"], history, cluster_log[:epoch]
+    training.history = {k: v[:epoch] for k, v in history.items()}
+    training.cluster_log = cluster_log[:epoch]
+    training.epoch, training.best = epoch, state["best_val_loss"]

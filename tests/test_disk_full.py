@@ -7,6 +7,7 @@ the project writes; once on a real tmpfs where the tests run as root. Scripts ru
 `__main__` does: main(argv) under run_cli with the script's own advice; the sweep's scripts
 are real child processes, given the full disk through their environment.
 """
+import dataclasses
 import errno
 import json
 import os
@@ -137,26 +138,27 @@ def epoch_1_saved(corpus, tmp_path):
     model.restore_cluster_head()
     rng, triplet_gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
     history = {"train_loss": [3.0], "unsup_loss": [None], "val_loss": [1.0], "nmi": [None], "seconds": [1.0]}
-    state = (run, model, optimizers, 0, 1.0, history, [np.zeros(4 * 11, np.int32)], rng, triplet_gen)
+    state = train_script.TrainingState(model, optimizers, rng, triplet_gen, history,
+                                       [np.zeros(4 * 11, np.int32)], epoch=1, best=1.0)
     train_script.save_torch(run.checkpoint, {"arch": "x", "state_dict": {"w": torch.ones(2)}})
-    train_script.save_epoch_state(*state)
+    train_script.save_epoch_state(run, state)
     train_script.plot_trends(history, run, "a run")
-    return state
+    return run, state
 
 
 @pytest.mark.parametrize("suffix", ["_clusters.npy", "_history.json", "_resume.pth.tar",
                                     "_NMI_ValLoss.png", "_TrainLoss.png"])
 def test_each_file_of_an_epoch_meets_a_full_disk(epoch_1_saved, disk, suffix, capsys):
     """Epoch 2's cluster log, history, resume state and plots: the message, and epoch 1's files."""
-    run, model, optimizers, _, best, history, cluster_log, rng, triplet_gen = epoch_1_saved
-    history = {k: v * 2 for k, v in history.items()}
+    run, state = epoch_1_saved
+    history = {k: v * 2 for k, v in state.history.items()}
     folder = os.path.dirname(run.checkpoint)
     before = snapshot(folder)
     full = disk(os.path.basename(run.stem + suffix), room=100)
 
     def epoch_2():
-        train_script.save_epoch_state(run, model, optimizers, 1, best, history, cluster_log * 2, rng,
-                                      triplet_gen)
+        train_script.save_epoch_state(run, dataclasses.replace(state, history=history,
+                                                               cluster_log=state.cluster_log * 2, epoch=2))
         train_script.plot_trends(history, run, "a run")
     with pytest.raises(SystemExit) as exit_info:
         run_cli(epoch_2, disk_full=train_script.after_full_disk)

@@ -398,9 +398,9 @@ def test_resume_after_a_kill_gives_the_same_training(corpus, trained, tmp_path, 
     argv = train_argv(corpus, tmp_path)
     real_save = train_script.save_epoch_state
 
-    def killed_after_epoch_2(run, model, optimizers, epoch, *rest):
-        real_save(run, model, optimizers, epoch, *rest)
-        if epoch == 1:
+    def killed_after_epoch_2(files, state):
+        real_save(files, state)
+        if state.epoch == 2:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_script, "save_epoch_state", killed_after_epoch_2)
