@@ -29,7 +29,7 @@ from deepemocluster.labels import validation_split
 from model import (ARCH, build_model, evaluate, evaluation_copy, released_state_dict, triplet_indices,
                    triplet_loss)
 from deepemocluster.training_files import (RUN_FILES, TrainingFiles, TrainingState, epoch_count, plot_trends,
-                                           resume_state, run_title, save_epoch_state)
+                                           resume_state, run_title, save_epoch_state, where_it_ran)
 from deepemocluster.compute import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends,
                      seed_everything, use_channels_last, use_compile)
 from utils import (CHUNKS_PER_TURN, FREE_SPACE_AND_RERUN, TRAIN_SPLIT, UserError, add_model_args, at_least,
@@ -247,7 +247,7 @@ def unlabelled_pool(args, norm, build_cache=True):
 def train(args):
     """One training run: in this process, or under torchrun in each of its processes."""
     settings = distributed.setup(args.device, args.precision, args.dist_backend, args.dist_timeout)
-    files = TrainingFiles(args)
+    files = TrainingFiles.from_args(args)
     with distributed.stopping_cleanly(settings, files.resume):
         train_run(args, settings, files)
     return files
@@ -293,12 +293,12 @@ def build_training_model(args, settings, n_train):
     return model, compiled
 
 
-def where_it_runs(settings, compiled):
-    """The start-up line's account of the device, precision and processes."""
-    precision = f"{'bf16' if settings.bf16 else 'fp32'}{', compiled encoder' if compiled else ''}"
-    if not settings.distributed:
-        return f"on {settings.device} ({precision})"
-    return (f"on {settings.world_size} processes ({settings.backend}, {settings.device.type}, "
+def where_it_runs(place):
+    """The start-up line's account of the device, precision and processes (where_it_ran's record)."""
+    precision = f"{place['precision']}{', compiled encoder' if place['compiled'] else ''}"
+    if place["backend"] is None:
+        return f"on {place['device']} ({precision})"
+    return (f"on {place['processes']} processes ({place['backend']}, {place['device']}, "
             f"{precision}), each taking its share of every batch")
 
 
@@ -316,6 +316,7 @@ def train_run(args, settings, files):
     distributed.check_batch(args.batch_size, settings.world_size)
     train_set, val_set, unlabelled = load_data(args, settings)
     model, compiled = build_training_model(args, settings, len(train_set))
+    place = where_it_ran(settings, compiled)
     state = fresh_state(model, args.seed, args.model_type)
     if args.resume:
         resume_state(files, state)
@@ -325,7 +326,7 @@ def train_run(args, settings, files):
     settings.log(f"training {args.model_type} for {args.emo_attr}: {len(train_set)} Train, {len(val_set)} "
                  f"{val_set.split} turns, {args.num_clusters} clusters, {epoch_count(args.epochs)}, batch "
                  f"{args.batch_size}{', ' + str(args.unlabel_size) + ' unlabelled turns' if unlabelled else ''}, "
-                 f"{where_it_runs(settings, compiled)}")
+                 f"{where_it_runs(place)}")
     for epoch in range(state.epoch, args.epochs):
         t0 = time.time()
         unsup_loss = None
@@ -350,7 +351,7 @@ def train_run(args, settings, files):
         if improved:
             state.best = val_loss
         state.end_epoch(train_loss=train_loss, unsup_loss=unsup_loss, val_loss=val_loss, nmi=epoch_nmi,
-                        seconds=time.time() - t0)
+                        seconds=time.time() - t0, ran_on=place)
         if settings.is_main:
             if improved:
                 save_torch(files.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})

@@ -22,12 +22,17 @@ class TrainingFiles:
     """Where one training run keeps its files: the released checkpoint name and its companions
     (an attribute per RUN_FILES key)."""
 
-    def __init__(self, args):
-        name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
-                               args.model_type, args.unlabel_size)
-        self.stem = os.path.join(args.model_dir, name[:-len(".pth.tar")])
+    def __init__(self, model_dir, epochs, batch_size, num_clusters, emo_attr, model_type, unlabel_size=0):
+        name = checkpoint_name(epochs, batch_size, num_clusters, emo_attr, model_type, unlabel_size)
+        self.stem = os.path.join(model_dir, name[:-len(".pth.tar")])
         for key, suffix in RUN_FILES.items():
             setattr(self, key, self.stem + suffix)
+
+    @classmethod
+    def from_args(cls, args):
+        """The files of the run that main.py's flags describe."""
+        return cls(args.model_dir, args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
+                   args.model_type, args.unlabel_size)
 
     def paths(self):
         return [getattr(self, key) for key in RUN_FILES]
@@ -44,8 +49,17 @@ class TrainingFiles:
                         "train into another folder")
 
 
-# What the history holds for each epoch, in this order.
-HISTORY_KEYS = ("train_loss", "unsup_loss", "val_loss", "nmi", "seconds")
+# What the history holds for each epoch, in this order (ran_on: where_it_ran's record).
+HISTORY_KEYS = ("train_loss", "unsup_loss", "val_loss", "nmi", "seconds", "ran_on")
+
+
+def where_it_ran(settings, compiled):
+    """Where and how an epoch ran, as the history records it for the sweep's results: the device
+    (its type under torchrun), the precision, whether the encoder was compiled, and the processes
+    and their backend (None for a plain run, not under torchrun)."""
+    return {"device": settings.device.type if settings.distributed else str(settings.device),
+            "precision": "bf16" if settings.bf16 else "fp32", "compiled": compiled,
+            "processes": settings.world_size, "backend": settings.backend}
 
 
 @dataclass
@@ -65,9 +79,11 @@ class TrainingState:
     best: float = float("inf")      # the lowest validation loss so far
 
     def end_epoch(self, **values):
-        """Record the epoch under way in the history (a value per HISTORY_KEYS key); it is completed."""
+        """Record the epoch under way in the history (a value per HISTORY_KEYS key); it is completed.
+        A key the history lacks (one resumed from before the key existed) gets None for the
+        epochs before."""
         for key, value in values.items():
-            self.history[key].append(value)
+            self.history.setdefault(key, [None] * self.epoch).append(value)
         self.epoch += 1
 
 

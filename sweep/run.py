@@ -6,12 +6,10 @@ Nothing here starts a process: an executor (sweep/local.py) runs the command lin
 """
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 
-from model import checkpoint_name
-from deepemocluster.training_files import saved_epoch
+from deepemocluster.training_files import TrainingFiles, saved_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the scripts' folder: commands run from here
 
@@ -33,10 +31,10 @@ class Run:
     def name(self):
         return os.path.basename(self.folder)
 
-    def path(self, suffix):
-        """A file beside the checkpoint: '' → the checkpoint, '_history.json', '_resume.pth.tar'."""
-        name = checkpoint_name(self.epochs, self.batch, self.k, self.emo, self.type, self.unlabel)
-        return os.path.join(self.folder, name[:-len(".pth.tar")] + (suffix or ".pth.tar"))
+    @property
+    def files(self):
+        """The files its training writes into its folder (checkpoint, history, resume...)."""
+        return TrainingFiles(self.folder, self.epochs, self.batch, self.k, self.emo, self.type, self.unlabel)
 
     def test_json(self, split):
         return os.path.join(self.folder, f"test_{split}.json")
@@ -52,7 +50,7 @@ def read_json(path):
 
 
 def trained_epochs(run):
-    history = read_json(run.path("_history.json"))
+    history = read_json(run.files.history)
     try:
         return len(history["val_loss"])
     except (TypeError, KeyError):
@@ -61,13 +59,13 @@ def trained_epochs(run):
 
 def plan(run, split):
     """What a run still needs: 'done', 'test', 'resume', 'overwrite' or 'train'."""
-    has_ckpt = os.path.isfile(run.path(""))
+    has_ckpt = os.path.isfile(run.files.checkpoint)
     epochs = trained_epochs(run)
     if has_ckpt and read_json(run.test_json(split)) is not None:
         return "done"
     if has_ckpt and epochs >= run.epochs:
         return "test"        # training finished (its history is written after the checkpoint)
-    if os.path.isfile(run.path("_resume.pth.tar")) and has_ckpt and epochs > 0:
+    if os.path.isfile(run.files.resume) and has_ckpt and epochs > 0:
         return "resume"      # killed after a completed epoch
     if has_ckpt:
         return "overwrite"   # killed inside epoch 1's saving: a checkpoint without a resume state
@@ -101,17 +99,15 @@ def commands(run, settings, device, action):
 
 
 def trained_device(run):
-    """Device and arithmetic of the last training, as main.py's log reports them ('cpu (bf16)')."""
-    try:
-        with open(os.path.join(run.folder, "main.log")) as f:
-            found = re.findall(r"^training .* on (?:(\d+) processes \(\w+, )?([\w:]+),? \(?(bf16|fp32)\b",
-                               f.read(), re.M)
-    except OSError:
+    """Device and arithmetic of the last epoch trained, as the run's history records them
+    (training_files.where_it_ran): 'cpu (bf16)', 'cuda (fp32) x 2 processes' under torchrun."""
+    history = read_json(run.files.history) or {}
+    places = [place for place in history.get("ran_on", []) if place]
+    if not places:
         return ""
-    if not found:
-        return ""
-    processes, device, precision = found[-1]
-    return f"{device} ({precision}){f' x {processes} processes' if processes else ''}"
+    place = places[-1]
+    processes = f" x {place['processes']} processes" if place["backend"] else ""
+    return f"{place['device']} ({place['precision']}){processes}"
 
 
 def make_row(run, settings):
@@ -122,7 +118,7 @@ def make_row(run, settings):
     if not done and (record.get("split"), record.get("status")) != (settings.split, "failed"):
         return None
     result = read_json(run.test_json(settings.split)) if done else None
-    history = read_json(run.path("_history.json"))
+    history = read_json(run.files.history)
     best = seconds = ""
     if history and history.get("val_loss"):
         best = saved_epoch(history)

@@ -131,7 +131,7 @@ def test_training_stopped_by_a_full_disk_resumes_to_the_uninterrupted_result(
 def epoch_1_saved(corpus, tmp_path):
     """A run's files after epoch 1 (model, optimisers, generators as main.py saves them)."""
     args = train_script.parse_args([str(a) for a in train_argv(corpus, tmp_path / "m", epochs=2)])
-    run = train_script.TrainingFiles(args)
+    run = train_script.TrainingFiles.from_args(args)
     model = build_model("Temp-Triplet", K)
     model.remove_cluster_head()
     optimizers = train_script.make_optimizers(model)
