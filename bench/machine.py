@@ -50,9 +50,9 @@ def use_all_cores():
 
 
 # --- backend flags (CUDA) -----------------------------------------------------------------
-def fast_backends(device, bf16):
+def fast_backends(settings):
     """main.py's settings: cuDNN autotuning, TF32 only when bf16 was chosen."""
-    configure_backends(device, bf16)
+    configure_backends(settings.device, settings.bf16)
 
 
 def original_backends(device):
@@ -73,10 +73,10 @@ def baseline_precision(device):
     return "tf32" if gpu_has_tf32(device) and TORCH_DEFAULT_BACKENDS[1] else "fp32"
 
 
-def fast_precision(device, bf16):
+def fast_precision(settings):
     """The fast path's precision: bf16 (convolutions; the rest fp32, or TF32 on a GPU that
     has it, as configure_backends allows it with bf16), else strict fp32."""
-    return "bf16" if bf16 else "fp32"
+    return "bf16" if settings.bf16 else "fp32"
 
 
 # --- the machine ------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from dataloader import TURN_SHAPE, ChunkCache, LabelledTurns, batches
 from deepemocluster.features import load_norm_term
 from deepemocluster.labels import feature_paths, read_labels, validation_split
 from model import build_model
-from deepemocluster.compute import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last, use_compile
+from deepemocluster.compute import (configure_backends, seed_everything, single_process, use_bf16, use_channels_last,
+                                    use_compile)
 from utils import CHUNKS_PER_TURN, N_MELS, TRAIN_SPLIT, atomic_path
 
 # method §2: MSP-Podcast v1.12, the size the estimate is for.
@@ -78,9 +79,9 @@ def epoch_child(spec_path):
     with open(spec_path) as f:
         spec = json.load(f)
     use_all_cores()
-    device = pick_device(spec["device"])
-    bf16 = use_bf16(spec["precision"], device)
-    configure_backends(device, bf16)
+    settings = single_process(spec["device"], spec["precision"])
+    device = settings.device
+    configure_backends(device, settings.bf16)
     seed_everything(SEED)
     norm = load_norm_term(spec["norm_dir"], (EMOTION,))
     val_split = validation_split(spec["labels"])
@@ -99,19 +100,17 @@ def epoch_child(spec_path):
     if spec["compile"]:
         model.compile_encoder()
     model.remove_cluster_head()
-    optimizers = train_main.make_optimizers(model)
-    triplet_gen = torch.Generator().manual_seed(SEED) if spec["model_type"] == "Temp-Triplet" else None
+    state = train_main.fresh_state(model, SEED, spec["model_type"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    res = fast_epoch(model, train, val, optimizers, spec["clusters"], spec["batch"], device, bf16,
-                     np.random.default_rng(SEED), triplet_gen, spec["train_batches"],
+    res = fast_epoch(state, train, val, spec["clusters"], spec["batch"], settings, spec["train_batches"],
                      warmup_batch=bool(spec["compile"] or spec["train_batches"]))
     out = {"n_train": len(train), "n_dev": len(val), "cache_path": train.cache.path,
            "val_cache_path": val.cache.path, "train_cache_seconds": t_train_cache,
            "val_cache_seconds": t_val_cache, "account": epoch_accounting(res["seconds"], res["drawn"], res["trained"]),
            "train_loss": res["train_loss"], "val_loss": res["val_loss"], "compiled": bool(spec["compile"]),
            "warmup_seconds": res["seconds"].get("training warm-up"),
-           "precision": fast_precision(device, bf16),
+           "precision": fast_precision(settings),
            "gpu_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
     with atomic_path(spec["out"]) as tmp:
         with open(tmp, "w") as f:
@@ -214,7 +213,7 @@ def scale_study(corpus, args, device):
     stems, _ = read_labels(labels, TRAIN_SPLIT)
     t0 = time.perf_counter()
     other_cache = ChunkCache.open_or_build(os.path.join(root, "cache_other"), TRAIN_SPLIT,
-                                           feature_paths(feats, stems), norm["feat_mean"], norm["feat_std"], other)
+                                           feature_paths(feats, stems), norm["features"], other)
     out["cache_build_rate"][other] = n / (time.perf_counter() - t0)
     out["cache_bytes"][other] = os.path.getsize(other_cache.path)
     del other_cache

@@ -1,6 +1,7 @@
 """Where and how the network runs: the device, the CPU's vector capability, the
 precision (fp32 or bf16 autocast), torch.compile, memory reuse and backend flags, and the
-settings of one training run (Settings) that the training steps share.
+Settings of one process (its device and precision, and under torchrun its place in the run)
+that the training steps, online testing and prediction share.
 """
 import os
 from dataclasses import dataclass, field
@@ -13,10 +14,12 @@ from utils import UserError
 
 @dataclass(frozen=True)
 class Settings:
-    """How one training process runs, built once in main.train() and handed to every step:
-    its device and precision, and its place in a distributed run (torchrun: `rank` of
-    `world_size` processes, collectives over `backend`, long waits in `wait_group`; a plain run
-    is rank 0 of 1, backend None; deepemocluster/distributed.py)."""
+    """How one process runs the network, built once and handed to every step: its device and
+    precision (`precision` as asked, `bf16` whether autocast is on), and for training its place in
+    a distributed run (torchrun: `rank` of `world_size` processes, collectives over `backend`, long
+    waits in `wait_group`; a plain run, and inference, is rank 0 of 1, backend None;
+    deepemocluster/distributed.py). Training builds it in main.train(), inference with
+    inference_settings()."""
 
     device: torch.device
     precision: str = "fp32"
@@ -41,10 +44,15 @@ class Settings:
             print(*args, **kwargs)
 
 
-def single_process(device="auto", precision="auto"):
+def single_process(device="auto", precision="auto", training=True):
     """The Settings of a plain run (no torchrun): the device picked, bf16 as the precision asks."""
     device = pick_device(device)
-    return Settings(device, precision, use_bf16(precision, device))
+    return Settings(device, precision, use_bf16(precision, device, training))
+
+
+def inference_settings(device="auto", precision="auto"):
+    """The Settings of online testing and prediction: --precision auto stays fp32 (use_bf16)."""
+    return single_process(device, precision, training=False)
 
 
 def pick_device(name="auto"):

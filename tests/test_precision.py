@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from model import build_model, predict_batch, prepare_for_inference
-from deepemocluster.compute import use_bf16, use_channels_last
+from deepemocluster.compute import Settings, use_bf16, use_channels_last
 from utils import TEMPORAL_TYPES
 
 CPU = torch.device("cpu")
+FP32, BF16 = Settings(CPU), Settings(CPU, "bf16", bf16=True)
 
 
 def spread_model(mt, seed=0):
@@ -43,20 +44,20 @@ def test_precision_flag_semantics():
 @pytest.mark.parametrize("mt", TEMPORAL_TYPES)
 def test_folded_channels_last_fp32_matches_nchw_to_float_precision(mt):
     x = turns()
-    ref = predict_batch([spread_model(mt)], x, CPU, bf16=False)[0]
+    ref = predict_batch([spread_model(mt)], x, FP32)[0]
     fast = prepare_for_inference(spread_model(mt), CPU, fast=True)
     assert fast.cnn_features[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.cnn_features)  # folded
-    got = predict_batch([fast], x, CPU, bf16=False)[0]
+    got = predict_batch([fast], x, FP32)[0]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("mt", TEMPORAL_TYPES)
 def test_bf16_fast_path_matches_fp32_within_bf16_tolerance(mt):
     x = turns(8)
-    ref = predict_batch([spread_model(mt)], x, CPU, bf16=False)[0]
+    ref = predict_batch([spread_model(mt)], x, FP32)[0]
     fast = prepare_for_inference(spread_model(mt), CPU, fast=True)
-    got = predict_batch([fast], x, CPU, bf16=True)[0]
+    got = predict_batch([fast], x, BF16)[0]
     scale = np.abs(ref).max()
     assert scale > 0
     # bf16 keeps 8 significant bits; through ~12 layers that is a few per cent.
@@ -72,8 +73,8 @@ def test_bf16_fast_path_matches_fp32_within_bf16_tolerance(mt):
 def test_predict_batch_runs_each_model_on_the_same_turns():
     x = turns(4)
     models = [spread_model("Temp-Triplet", seed=s) for s in (0, 1, 2)]
-    together = predict_batch(models, x, CPU)
-    alone = [predict_batch([m], x[i:i + 1], CPU)[0] for m in models for i in range(4)]
+    together = predict_batch(models, x, FP32)
+    alone = [predict_batch([m], x[i:i + 1], FP32)[0] for m in models for i in range(4)]
     np.testing.assert_allclose(np.concatenate(together), np.concatenate(alone), rtol=1e-5, atol=1e-7)
 
 

@@ -99,7 +99,7 @@ def run_steps(out_dir, features, labels, norm_dir, cache_dir, settings, processe
         split = LabelledTurns("Train", labels, features, norm, "Act", cache_dir, build_cache=settings.is_main)
         val = LabelledTurns("Validation", labels, features, norm, "Act", cache_dir, build_cache=settings.is_main)
         caches = [ChunkCache.open_or_build(cache_dir, name, [os.path.join(features, f) for f in files],
-                                           norm["feat_mean"], norm["feat_std"], build=settings.is_main)
+                                           norm["features"], build=settings.is_main)
                   for name, files in ((f"Train{n.train}", split.cache.meta["files"][:n.train]),
                                       (f"Validation{n.val}", val.cache.meta["files"][:n.val]),
                                       (f"Pool{n.pool}", split.cache.meta["files"][-n.pool:]))]
@@ -126,21 +126,17 @@ def steps_of(mt, unlabel, train, labels, val, pool, settings, batch):
     if settings.distributed:
         distributed.use_global_batchnorm(model)
     model.remove_cluster_head()
-    optimizers = train_main.make_optimizers(model)
-    rng = np.random.default_rng(SEED)
-    triplet_gen = torch.Generator().manual_seed(SEED) if mt == "Temp-Triplet" else None
+    state = train_main.fresh_state(model, SEED, mt)
     result = {"unsup_loss": None, "pool_assignment": None}
     if unlabel:
         args = SimpleNamespace(batch_size=batch, num_clusters=K)
         with recorded_assignment(result, "pool_assignment"):
-            result["unsup_loss"] = train_main.unsupervised_stage(model, pool, optimizers, args, settings, rng,
-                                                                 triplet_gen, 0)
-    assignment = rng.integers(0, K, len(train) * CHUNKS_PER_TURN)
-    drawn = sentence_uniform_sample(assignment, K, rng)
+            result["unsup_loss"] = train_main.unsupervised_stage(state, pool, args, settings)
+    assignment = state.rng.integers(0, K, len(train) * CHUNKS_PER_TURN)
+    drawn = sentence_uniform_sample(assignment, K, state.rng)
     model.restore_cluster_head()
-    result["loss"] = train_main.train_one_epoch(model, train, drawn, assignment, optimizers, batch, settings,
-                                                labels, triplet_gen)
-    result["val_loss"] = train_main.validate(model, val, batch, settings, rng)
+    result["loss"] = train_main.train_one_epoch(state, train, drawn, assignment, batch, settings, labels)
+    result["val_loss"] = train_main.validate(model, val, batch, settings, state.rng)
     result["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     result["drawn"] = torch.from_numpy(drawn)
     return result
