@@ -99,7 +99,7 @@ def compute_chunk_features(model, cache, batch_size, settings, desc="features"):
     out = (np.empty((len(cache) * CHUNKS_PER_TURN, model.classifier[0].out_features), np.float32)
            if settings.is_main else None)
     for step, (idx, chunks) in enumerate(progress(
-            batches(cache, order, batch_size, part=share_of(settings)),
+            batches(cache, order, batch_size, device=settings.device, part=share_of(settings)),
             desc=desc, total=-(-len(cache) // batch_size), leave=False)):
         cluster, _, _ = evaluate(model, chunks, settings.device, settings.bf16)
         if settings.distributed:
@@ -155,8 +155,8 @@ def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, set
     total, n = 0.0, 0
     try:
         net = distributed.wrap(model, settings)
-        bar = progress(batches(cache, drawn, batch_size, labels, part=share_of(settings)), desc=desc,
-                       total=-(-len(drawn) // batch_size), leave=False)
+        bar = progress(batches(cache, drawn, batch_size, labels, device=device, part=share_of(settings)),
+                       desc=desc, total=-(-len(drawn) // batch_size), leave=False)
         for step, item in enumerate(bar):
             idx, chunks = item[0], item[1].to(device, non_blocking=True)
             target = pseudo[idx].reshape(-1).to(device)
@@ -223,7 +223,8 @@ def validate(model, data, batch_size, settings, rng):
     order = rng.permutation(len(data))
     losses = []
     for step, (_, chunks, y) in enumerate(progress(
-            batches(data.cache, order, batch_size, data.norm_labels, part=share_of(settings)),
+            batches(data.cache, order, batch_size, data.norm_labels, device=settings.device,
+                    part=share_of(settings)),
             desc="validation", total=-(-len(order) // batch_size), leave=False)):
         _, attri, _ = evaluate(model, chunks, settings.device, settings.bf16)
         if settings.distributed:
@@ -314,7 +315,8 @@ def train_run(args, settings, run):
     history = {"train_loss": [], "unsup_loss": [], "val_loss": [], "nmi": [], "seconds": []}
     cluster_log, best, start = [], float("inf"), 0
     if args.resume:
-        start, best, history, cluster_log = resume_state(run, model, optimizers, rng, triplet_gen)
+        start, best, history, cluster_log = resume_state(run, model, optimizers, rng, triplet_gen,
+                                                          settings.device)
         settings.log(f"resuming {run.checkpoint} after epoch {start}")
     check_training_room(args.model_dir, run.files(), model, len(train_set), args.epochs)
 
@@ -353,7 +355,8 @@ def train_run(args, settings, run):
         if settings.is_main:
             if improved:
                 save_torch(run.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})
-            save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen)
+            save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen,
+                             settings.device)
         settings.log(f"epoch {epoch + 1}/{args.epochs}  train loss {train_loss:.4f}"
                      f"{f'  unsupervised loss {unsup_loss:.4f}' if unsup_loss is not None else ''}"
                      f"  val CCC loss {val_loss:.4f}  NMI {'-' if epoch_nmi is None else f'{epoch_nmi:.3f}'}"

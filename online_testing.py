@@ -56,7 +56,7 @@ def test_ccc(args):
     pred = np.empty(len(data))
     whole = set(data.whole_turns)
     order = np.array([i for i in range(len(data)) if i not in whole], dtype=np.int64)
-    for idx, chunks in progress(batches(data.cache, order, TEST_BATCH), desc=args.split,
+    for idx, chunks in progress(batches(data.cache, order, TEST_BATCH, device=device), desc=args.split,
                                 total=-(-len(order) // TEST_BATCH), leave=False):
         pred[idx] = predict_batch([model], chunks, device, bf16)[0]
     for i in data.whole_turns:   # 53–61 frames: every chunk the whole turn (method §4)

@@ -116,7 +116,7 @@ def save_figure(fig, path):
 
 
 # --- resuming -----------------------------------------------------------------------------
-def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen):
+def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen, device):
     """Everything needed to continue after this epoch; each file replaced atomically."""
     save_npy(run.cluster_log, np.stack(cluster_log))
     save_json(run.history, history)
@@ -125,11 +125,25 @@ def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, 
         "state_dict": released_state_dict(model),
         "sgd": optimizers[0].state_dict(), "adam": optimizers[1].state_dict(),
         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda_rng": device_rng_state(device),
         "triplet_rng": triplet_gen.get_state() if triplet_gen is not None else None})
 
 
-def resume_state(run, model, optimizers, rng, triplet_gen):
+def device_rng_state(device):
+    """The random state of the run's GPU (its dropout masks), or None for a CPU run, which
+    makes no CUDA call: on a GPU machine that would open a CUDA context on GPU 0."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def restore_device_rng(saved, device):
+    """Put a saved GPU random state back on the run's GPU. A CPU run, or a state saved by a
+    CPU run (None) or by an earlier version (a list, one per GPU), leaves the GPU's stream as
+    seeded."""
+    if device.type == "cuda" and isinstance(saved, torch.Tensor):
+        torch.cuda.set_rng_state(saved, device)
+
+
+def resume_state(run, model, optimizers, rng, triplet_gen, device):
     if not os.path.isfile(run.resume):
         raise UserError(f"--resume: no interrupted training to continue ({run.resume} not found)")
     state = read_checkpoint(run.resume)
@@ -140,8 +154,7 @@ def resume_state(run, model, optimizers, rng, triplet_gen):
     optimizers[1].load_state_dict(state["adam"])
     rng.bit_generator.state = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") and torch.cuda.is_available():   # saved with as many GPUs, or more
-        torch.cuda.set_rng_state_all(state["cuda_rng"][:torch.cuda.device_count()])
+    restore_device_rng(state.get("cuda_rng"), device)
     if triplet_gen is not None and state["triplet_rng"] is not None:
         triplet_gen.set_state(state["triplet_rng"])
     epoch = state["epoch"]

@@ -139,7 +139,7 @@ def epoch_1_saved(corpus, tmp_path):
     history = {"train_loss": [3.0], "unsup_loss": [None], "val_loss": [1.0], "nmi": [None], "seconds": [1.0]}
     state = (run, model, optimizers, 0, 1.0, history, [np.zeros(4 * 11, np.int32)], rng, triplet_gen)
     train_script.save_torch(run.checkpoint, {"arch": "x", "state_dict": {"w": torch.ones(2)}})
-    train_script.save_epoch_state(*state)
+    train_script.save_epoch_state(*state, torch.device("cpu"))
     train_script.plot_trends(history, run, "a run")
     return state
 
@@ -156,7 +156,7 @@ def test_each_file_of_an_epoch_meets_a_full_disk(epoch_1_saved, disk, suffix, ca
 
     def epoch_2():
         train_script.save_epoch_state(run, model, optimizers, 1, best, history, cluster_log * 2, rng,
-                                      triplet_gen)
+                                      triplet_gen, torch.device("cpu"))
         train_script.plot_trends(history, run, "a run")
     with pytest.raises(SystemExit) as exit_info:
         run_cli(epoch_2, disk_full=train_script.after_full_disk)
