@@ -10,7 +10,8 @@ import torch
 import clustering
 from bench import ENTRY
 from bench.measure import log, rate, sync, timed
-from deepemocluster.compute import configure_backends, cpu_capability, cpu_flags, cpu_has_native_bf16
+from deepemocluster.compute import (configure_backends, cpu_capability, cpu_flags, cpu_has_native_bf16,
+                                    cuda_has_native_bf16)
 
 
 # --- CPU instruction-set emulation ------------------------------------------------------
@@ -179,7 +180,7 @@ def machine_info(device, probe=True):
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpu_capability"] = "%d.%d" % torch.cuda.get_device_capability(device)
         info["gpu_memory_gib"] = props.total_memory / 2**30
-        info["gpu_bf16"] = torch.cuda.is_bf16_supported()
+        info["gpu_bf16"] = cuda_has_native_bf16(device)
         info["gpu_tf32"] = gpu_has_tf32(device)
     return info
 

@@ -102,13 +102,24 @@ def cpu_has_native_bf16():
     return cpu_capability() in ("AMX", "AVX-512 BF16")
 
 
+# Compute capability from which a GPU has bf16 arithmetic (Ampere: A100, RTX 30xx, and later);
+# below it (T4, V100) torch emulates bf16, slower than fp32.
+NATIVE_BF16_CAPABILITY = (8, 0)
+
+
+def cuda_has_native_bf16(device):
+    """Whether the run's GPU computes bf16 natively, from its compute capability (not
+    torch.cuda.is_bf16_supported(), which counts emulation and asks the current device)."""
+    return tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16_CAPABILITY
+
+
 # --- precision, compilation and backends ---------------------------------------
 def use_bf16(precision, device, training=True):
     """Whether to run under bfloat16 autocast.
 
-    'auto' turns it on for training where the hardware has native bf16 (a CUDA GPU
-    with bf16, or a CPU with AVX-512 BF16 or AMX); elsewhere, and for inference,
-    'auto' stays fp32, so released checkpoints give the authors' predictions to
+    'auto' turns it on for training where the hardware has native bf16 (a CUDA GPU of
+    compute capability 8.0 or later, or a CPU with AVX-512 BF16 or AMX); elsewhere, and for
+    inference, 'auto' stays fp32, so released checkpoints give the authors' predictions to
     float precision. 'bf16' forces it, 'fp32' keeps the original numerics exactly.
     """
     if precision == "fp32":
@@ -118,7 +129,7 @@ def use_bf16(precision, device, training=True):
     if not training:
         return False
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return cuda_has_native_bf16(device)
     return cpu_has_native_bf16()
 
 

@@ -40,6 +40,27 @@ def test_precision_flag_semantics():
     assert use_channels_last("auto") and use_channels_last("bf16") and not use_channels_last("fp32")
 
 
+def test_auto_precision_on_cuda_needs_native_bf16_on_the_runs_gpu(monkeypatch):
+    """bf16 from compute capability 8.0 (T4 7.5 and V100 7.0 emulate it: fp32 there), read from
+    the run's GPU; torch.cuda.is_bf16_supported() (emulation included) is not what decides."""
+    asked, capability = [], {}
+
+    def get_device_capability(device=None):
+        asked.append(device)
+        return capability["now"]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    gpu = torch.device("cuda", 1)
+    for capability["now"], want in (((7, 0), False), ((7, 5), False), ((8, 0), True), ((8, 9), True),
+                                    ((9, 0), True)):
+        assert use_bf16("auto", gpu) is want, capability["now"]
+    assert asked == [gpu] * 5
+    assert use_bf16("auto", gpu, training=False) is False
+    assert use_bf16("bf16", gpu) is True and use_bf16("fp32", gpu) is False
+    assert len(asked) == 5            # inference and an explicit precision ask nothing
+
+
 @pytest.mark.parametrize("mt", TEMPORAL_TYPES)
 def test_folded_channels_last_fp32_matches_nchw_to_float_precision(mt):
     x = turns()
