@@ -303,7 +303,7 @@ def where_it_runs(settings, compiled):
 
 
 def train_run(args, settings, run):
-    configure_backends(settings.device, settings.bf16)
+    configure_backends(settings.device)
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     triplet_gen = torch.Generator().manual_seed(args.seed) if args.model_type == "Temp-Triplet" else None

@@ -44,7 +44,7 @@ def test_ccc(args):
     seed_everything(args.seed)
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device, training=False)
-    configure_backends(device, bf16)
+    configure_backends(device)
     read_labels(args.labels, args.split, (args.emo_attr,))   # a split without labels stops here
     norm = load_norm_term(args.norm_dir, (args.emo_attr,), args.labels, args.features)
     name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,

@@ -268,7 +268,7 @@ def main(argv=None):
     channels_last = use_channels_last(args.precision)
     train_prec, infer_prec = fast_precision(device, bf16_train), fast_precision(device, bf16_infer)
     base_prec = baseline_precision(device)
-    fast_backends(device, bf16_train)
+    fast_backends(device)
     n_eval = max(2, args.turns // 4)
     n_predict = args.predict_files
     settings = {"turns": args.turns, "validation/test turns": n_eval, "predict files": n_predict,

@@ -60,7 +60,7 @@ def bench_online_testing(corpus, args, device, repeats, bf16_infer):
     t_warm = timed(run_warm, repeats, device)
     t_cold = timed(run_cold, repeats, device, setup=lambda: shutil.rmtree(cold_dir, ignore_errors=True))
     t_base = timed(run_base, repeats, device)
-    fast_backends(device, bf16_infer)
+    fast_backends(device)
     diff = float(np.max(np.abs(res["fast"][1] - res["base"][1])))
     return {"warm": rate(n_turns, t_warm) + (t_warm,), "cold": rate(n_turns, t_cold) + (t_cold,),
             "base": rate(n_turns, t_base) + (t_base,), "ccc_fast": res["fast"][0],
@@ -95,7 +95,7 @@ def bench_prediction(corpus, args, device, repeats, bf16_infer):
     res, out = {}, {}
     for w in sorted({1, args.workers}):
         def run(w=w):
-            fast_backends(device, bf16_infer)        # as prediction_process.main sets them
+            fast_backends(device)                   # as prediction_process.main sets them
             res[w] = prediction.predict_folder(
                 wavs, prediction.TorchModels(fast, norm, device, bf16_infer), w)
         t = timed(run, repeats, device)
@@ -112,7 +112,7 @@ def bench_prediction(corpus, args, device, repeats, bf16_infer):
         original_backends(device)
         res["base"] = baseline_predict(wavs, base, norm, device)
     t_base = timed(run_base, repeats, device)
-    fast_backends(device, bf16_infer)
+    fast_backends(device)
     out["base"] = rate(len(wavs), t_base) + (t_base,)
     fast_rows = np.array([r[1:] for r in res[1][0]])
     base_rows = np.array([r[1:] for r in res["base"]])

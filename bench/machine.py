@@ -51,9 +51,9 @@ def use_all_cores():
 
 
 # --- backend flags (CUDA) -----------------------------------------------------------------
-def fast_backends(device, bf16):
-    """main.py's settings: cuDNN autotuning, TF32 only when bf16 was chosen."""
-    configure_backends(device, bf16)
+def fast_backends(device):
+    """main.py's settings: cuDNN autotuning, no TF32."""
+    configure_backends(device)
 
 
 def original_backends(device):
@@ -75,8 +75,8 @@ def baseline_precision(device):
 
 
 def fast_precision(device, bf16):
-    """The fast path's precision: bf16 (convolutions; the rest fp32, or TF32 on a GPU that
-    has it, as configure_backends allows it with bf16), else strict fp32."""
+    """The fast path's precision: bf16 (convolutions; the rest strict fp32, configure_backends
+    keeping TF32 off), else strict fp32."""
     return "bf16" if bf16 else "fp32"
 
 

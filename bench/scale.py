@@ -80,7 +80,7 @@ def epoch_child(spec_path):
     use_all_cores()
     device = pick_device(spec["device"])
     bf16 = use_bf16(spec["precision"], device)
-    configure_backends(device, bf16)
+    configure_backends(device)
     seed_everything(SEED)
     norm = load_norm_term(spec["norm_dir"], (EMOTION,))
     val_split = validation_split(spec["labels"])

@@ -34,7 +34,7 @@ def bench_epochs(fast, base, train, val, reader, val_reader, args, device, bf16)
     for i in range(args.repeats + 1):
         for name, d in designs.items():
             if name == "fast":
-                fast_backends(device, bf16)
+                fast_backends(device)
                 res = fast_epoch(d["model"], train, val, d["opts"], args.num_clusters, args.batch, device, bf16,
                                  d["rng"], d["triplet"], args.train_batches, epoch=i)
             else:
@@ -47,7 +47,7 @@ def bench_epochs(fast, base, train, val, reader, val_reader, args, device, bf16)
             if i > 0:
                 d["accounts"].append(epoch_accounting(res["seconds"], res["drawn"], res["trained"]))
             d["last"] = res
-    fast_backends(device, bf16)
+    fast_backends(device)
     return {name: median_epoch(d["accounts"]) for name, d in designs.items()}, designs
 
 

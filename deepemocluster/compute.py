@@ -192,15 +192,17 @@ def reuse_freed_memory():
         bool(mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
 
 
-def configure_backends(device, bf16):
-    """Memory reuse on the CPU (reuse_freed_memory); cuDNN autotuning on CUDA, and no TF32
-    unless bf16 was chosen, so fp32 stays fp32 on Ampere and later GPUs (released
-    checkpoints then reproduce to float precision)."""
+def configure_backends(device):
+    """Memory reuse (reuse_freed_memory); on CUDA, cuDNN autotuning and no TF32 in cuBLAS or
+    cuDNN, whatever the precision: fp32 stays fp32 on Ampere and later GPUs, so released
+    checkpoints reproduce to float precision, and under bf16 autocast the layers the model
+    keeps in fp32 on purpose (cnn_out, the GRU, the Transformer, Temp-CNN's convolutions, the
+    heads) stay fp32; the bf16 convolutions have nothing to gain from TF32."""
     reuse_freed_memory()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = bf16
-        torch.backends.cuda.matmul.allow_tf32 = bf16
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def use_channels_last(precision):

@@ -44,7 +44,7 @@ def load_runner(args):
         return OnnxModels(args.onnx)
     device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device, training=False)
-    configure_backends(device, bf16)
+    configure_backends(device)
     norm = load_norm_term(args.norm_dir)
     return TorchModels(load_attribute_models(args, device), norm, device, bf16)
 

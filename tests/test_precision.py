@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model import build_model, predict_batch, prepare_for_inference
-from deepemocluster.compute import use_bf16, use_channels_last
+from deepemocluster.compute import configure_backends, use_bf16, use_channels_last
 from utils import TEMPORAL_TYPES
 
 CPU = torch.device("cpu")
@@ -59,6 +59,35 @@ def test_auto_precision_on_cuda_needs_native_bf16_on_the_runs_gpu(monkeypatch):
     assert use_bf16("auto", gpu, training=False) is False
     assert use_bf16("bf16", gpu) is True and use_bf16("fp32", gpu) is False
     assert len(asked) == 5            # inference and an explicit precision ask nothing
+
+
+def tf32_flags():
+    """cuDNN's and cuBLAS's TF32 switches, through both of torch's APIs, and cuDNN autotuning."""
+    b = torch.backends
+    return {"cudnn.allow_tf32": b.cudnn.allow_tf32, "cuda.matmul.allow_tf32": b.cuda.matmul.allow_tf32,
+            "cudnn.conv": b.cudnn.conv.fp32_precision, "cudnn.rnn": b.cudnn.rnn.fp32_precision,
+            "cuda.matmul": b.cuda.matmul.fp32_precision, "cudnn.benchmark": b.cudnn.benchmark}
+
+
+@pytest.fixture
+def tf32_on():
+    """The TF32 switches on (cuDNN's default; cuBLAS's as a user may have set it); torch's
+    flags as they were after the test."""
+    b = torch.backends
+    saved = (b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.benchmark)
+    b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = True
+    yield
+    b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.benchmark = saved
+
+
+def test_configure_backends_keeps_tf32_off_on_cuda_whatever_the_precision(tf32_on):
+    """bf16 training too: the layers kept in fp32 on purpose must not run in TF32."""
+    before = tf32_flags()
+    configure_backends(CPU)
+    assert tf32_flags() == before                   # a CPU run leaves the CUDA flags alone
+    configure_backends(torch.device("cuda", 0))
+    assert tf32_flags() == {"cudnn.allow_tf32": False, "cuda.matmul.allow_tf32": False, "cudnn.conv": "none",
+                            "cudnn.rnn": "none", "cuda.matmul": "ieee", "cudnn.benchmark": True}
 
 
 @pytest.mark.parametrize("mt", TEMPORAL_TYPES)
