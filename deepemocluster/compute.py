@@ -2,6 +2,7 @@
 precision (fp32 or bf16 autocast), torch.compile, memory reuse and backend flags, and the
 settings of one training run (Settings) that the training steps share.
 """
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -203,6 +204,47 @@ def configure_backends(device):
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@contextlib.contextmanager
+def backends_restored():
+    """torch's process-wide flags that configure_backends sets (cuDNN autotuning, TF32 in cuDNN
+    and cuBLAS) put back as they were before the block once it ends: a Predictor works in its
+    user's process. Both of torch's APIs are kept, the legacy allow_tf32 switches and the
+    fp32_precision strings that replace them; a legacy switch torch refuses to read (the two
+    APIs were mixed) comes back through the strings alone. glibc's malloc settings
+    (reuse_freed_memory) stay: glibc cannot say what they were."""
+    b = torch.backends
+    saved = (b.cudnn.benchmark, readable(lambda: b.cudnn.allow_tf32), b.cudnn.conv.fp32_precision,
+             b.cudnn.rnn.fp32_precision, readable(torch.get_float32_matmul_precision),
+             b.cuda.matmul.fp32_precision)
+    try:
+        yield
+    finally:
+        benchmark, cudnn_tf32, conv, rnn, matmul_precision, matmul = saved
+        b.cudnn.benchmark = benchmark
+        if cudnn_tf32 is not None:
+            b.cudnn.allow_tf32 = cudnn_tf32          # also sets conv and rnn: theirs come next
+        b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision = conv, rnn
+        if matmul_precision is not None:
+            torch.set_float32_matmul_precision(matmul_precision)    # also sets matmul's, next
+        b.cuda.matmul.fp32_precision = matmul
+
+
+def readable(read):
+    """A legacy backend flag, or None where torch will not read it (set through the new API)."""
+    try:
+        return read()
+    except RuntimeError:
+        return None
+
+
+@contextlib.contextmanager
+def configured_backends(device):
+    """configure_backends(device) for the block alone."""
+    with backends_restored():
+        configure_backends(device)
+        yield
 
 
 def use_channels_last(precision):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from model import build_model, predict_batch, prepare_for_inference
-from deepemocluster.compute import configure_backends, use_bf16, use_channels_last
+from deepemocluster.compute import (backends_restored, configure_backends, configured_backends, use_bf16,
+                                    use_channels_last)
 from utils import TEMPORAL_TYPES
 
 CPU = torch.device("cpu")
@@ -148,3 +149,45 @@ def test_bf16_autocast_covers_only_the_convolutions(mt):
     assert cluster.dtype == attri.dtype == emb.dtype == torch.float32
     (attri.sum() + cluster.sum()).backward()
     assert model.top_layer_attri.weight.grad.dtype == torch.float32
+
+
+def every_backend_flag():
+    """What torch shows of the flags configure_backends sets, through both of its APIs ('refused'
+    where torch will not read a legacy flag: it was set through the new API)."""
+    def shown(read):
+        try:
+            return read()
+        except RuntimeError:
+            return "refused"
+    b = torch.backends
+    return {"cudnn.benchmark": b.cudnn.benchmark, "cudnn.allow_tf32": shown(lambda: b.cudnn.allow_tf32),
+            "cuda.matmul.allow_tf32": shown(lambda: b.cuda.matmul.allow_tf32),
+            "float32_matmul_precision": shown(torch.get_float32_matmul_precision),
+            "cudnn": b.cudnn.fp32_precision, "cudnn.conv": b.cudnn.conv.fp32_precision,
+            "cudnn.rnn": b.cudnn.rnn.fp32_precision, "cuda.matmul": b.cuda.matmul.fp32_precision}
+
+
+def legacy_switches():
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, True
+
+
+def new_api_strings():
+    b = torch.backends
+    b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision = "tf32", "ieee", "tf32"
+
+
+@pytest.mark.parametrize("users_flags", [lambda: None, legacy_switches, new_api_strings,
+                                         lambda: torch.set_float32_matmul_precision("medium")],
+                         ids=["torch defaults", "legacy switches", "new API, mixed", "matmul precision"])
+def test_configured_backends_apply_to_the_block_alone(users_flags):
+    """A Predictor's scope (deepemocluster/predictor.py): inside, TF32 off and cuDNN autotuning;
+    after, the user's flags exactly as they were, however they were set."""
+    with backends_restored():                       # torch's flags for the other tests
+        users_flags()
+        before = every_backend_flag()
+        with configured_backends(torch.device("cuda", 0)):
+            inside = every_backend_flag()
+        assert every_backend_flag() == before
+    assert inside["cudnn.benchmark"] is True and inside["cudnn.allow_tf32"] is False
+    assert "tf32" not in (inside["cudnn.conv"], inside["cudnn.rnn"], inside["cuda.matmul"])
