@@ -185,6 +185,7 @@ def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, set
             for opt in all_opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.wait_for_gradients(settings)
             for opt in all_opts:
                 opt.step()
             total += whole.item()
