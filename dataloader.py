@@ -209,16 +209,16 @@ class LabelledTurns:
         return len(self.stems)
 
 
-def batches(cache, order, batch_size, labels=None, prefetch=2, pin=None, part=None):
+def batches(cache, order, batch_size, labels=None, prefetch=2, device=None, part=None):
     """Yield (index array, chunks tensor[, labels tensor]) for whole turns in `order`.
 
     `part` maps each batch's turns to the ones this process reads (under torchrun, its share
     of the batch, which may be empty). A background thread reads the next batches from the
-    cache while the model computes on the current one; with CUDA the chunks come in pinned
-    memory, so the copy to the GPU can overlap.
+    cache while the model computes on the current one; for a CUDA `device` (the run's) the
+    chunks come in pinned memory, so the copy to the GPU can overlap. Any other device pins
+    nothing: pinning makes a CUDA context, which a CPU run on a GPU machine must not.
     """
-    if pin is None:
-        pin = torch.cuda.is_available()
+    pin = device is not None and device.type == "cuda"
     order = np.asarray(order)
     spans = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if part is not None:

@@ -99,7 +99,7 @@ def compute_chunk_features(model, cache, batch_size, settings, desc="features"):
     out = (np.empty((len(cache) * CHUNKS_PER_TURN, model.classifier[0].out_features), np.float32)
            if settings.is_main else None)
     for step, (idx, chunks) in enumerate(progress(
-            batches(cache, order, batch_size, part=share_of(settings)),
+            batches(cache, order, batch_size, device=settings.device, part=share_of(settings)),
             desc=desc, total=-(-len(cache) // batch_size), leave=False)):
         cluster, _, _ = evaluate(model, chunks, settings)
         if settings.distributed:
@@ -156,8 +156,8 @@ def train_one_epoch(state, cache, drawn, assignment, batch_size, settings, label
     total, n = 0.0, 0
     try:
         net = distributed.wrap(model, settings)
-        bar = progress(batches(cache, drawn, batch_size, labels, part=share_of(settings)), desc=desc,
-                       total=-(-len(drawn) // batch_size), leave=False)
+        bar = progress(batches(cache, drawn, batch_size, labels, device=device, part=share_of(settings)),
+                       desc=desc, total=-(-len(drawn) // batch_size), leave=False)
         for step, item in enumerate(bar):
             idx, chunks = item[0], item[1].to(device, non_blocking=True)
             target = pseudo[idx].reshape(-1).to(device)
@@ -186,6 +186,7 @@ def train_one_epoch(state, cache, drawn, assignment, batch_size, settings, label
             for opt in all_opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.wait_for_gradients(settings)
             for opt in all_opts:
                 opt.step()
             total += whole.item()
@@ -224,7 +225,8 @@ def validate(model, data, batch_size, settings, rng):
     order = rng.permutation(len(data))
     losses = []
     for step, (_, chunks, y) in enumerate(progress(
-            batches(data.cache, order, batch_size, data.norm_labels, part=share_of(settings)),
+            batches(data.cache, order, batch_size, data.norm_labels, device=settings.device,
+                    part=share_of(settings)),
             desc="validation", total=-(-len(order) // batch_size), leave=False)):
         _, attri, _ = evaluate(model, chunks, settings)
         if settings.distributed:
@@ -310,7 +312,7 @@ def fresh_state(model, seed, model_type):
 
 
 def train_run(args, settings, files):
-    configure_backends(settings.device, settings.bf16)
+    configure_backends(settings.device)
     seed_everything(args.seed)
     files.check_not_taken(args.resume, args.overwrite)
     distributed.check_batch(args.batch_size, settings.world_size)

@@ -43,7 +43,7 @@ def test_ccc(args):
     """(CCC, de-normalised predictions, labels) of the matching checkpoint on a split."""
     seed_everything(args.seed)
     settings = inference_settings(args.device, args.precision)
-    configure_backends(settings.device, settings.bf16)
+    configure_backends(settings.device)
     read_labels(args.labels, args.split, (args.emo_attr,))   # a split without labels stops here
     norm = load_norm_term(args.norm_dir, (args.emo_attr,), args.labels, args.features)
     name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
@@ -55,7 +55,7 @@ def test_ccc(args):
     pred = np.empty(len(data))
     whole = set(data.whole_turns)
     order = np.array([i for i in range(len(data)) if i not in whole], dtype=np.int64)
-    for idx, chunks in progress(batches(data.cache, order, TEST_BATCH), desc=args.split,
+    for idx, chunks in progress(batches(data.cache, order, TEST_BATCH, device=settings.device), desc=args.split,
                                 total=-(-len(order) // TEST_BATCH), leave=False):
         pred[idx] = predict_batch([model], chunks, settings)[0]
     for i in data.whole_turns:   # 53–61 frames: every chunk the whole turn (method §4)

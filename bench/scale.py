@@ -81,7 +81,7 @@ def epoch_child(spec_path):
     use_all_cores()
     settings = single_process(spec["device"], spec["precision"])
     device = settings.device
-    configure_backends(device, settings.bf16)
+    configure_backends(device)
     seed_everything(SEED)
     norm = load_norm_term(spec["norm_dir"], (EMOTION,))
     val_split = validation_split(spec["labels"])

@@ -44,7 +44,7 @@ def load_runner(args):
 
         return OnnxModels(args.onnx)
     settings = inference_settings(args.device, args.precision)
-    configure_backends(settings.device, settings.bf16)
+    configure_backends(settings.device)
     norm = load_norm_term(args.norm_dir)
     return TorchModels(load_attribute_models(args, settings), norm, settings)
 

@@ -173,8 +173,27 @@ def save_epoch_state(files, training):
         "state_dict": released_state_dict(model),
         "sgd": optimizers[0].state_dict(), "adam": optimizers[1].state_dict(),
         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda_rng": device_rng_state(run_device(model)),
         "triplet_rng": triplet_gen.get_state() if triplet_gen is not None else None})
+
+
+def run_device(model):
+    """The device a run trains on: its model's."""
+    return next(model.parameters()).device
+
+
+def device_rng_state(device):
+    """The random state of the run's GPU (its dropout masks), or None for a CPU run, which
+    makes no CUDA call: on a GPU machine that would open a CUDA context on GPU 0."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def restore_device_rng(saved, device):
+    """Put a saved GPU random state back on the run's GPU. A CPU run, or a state saved by a
+    CPU run (None) or by an earlier version (a list, one per GPU), leaves the GPU's stream as
+    seeded."""
+    if device.type == "cuda" and isinstance(saved, torch.Tensor):
+        torch.cuda.set_rng_state(saved, device)
 
 
 def resume_state(files, training):
@@ -192,8 +211,7 @@ def resume_state(files, training):
     optimizers[1].load_state_dict(state["adam"])
     rng.bit_generator.state = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") and torch.cuda.is_available():   # saved with as many GPUs, or more
-        torch.cuda.set_rng_state_all(state["cuda_rng"][:torch.cuda.device_count()])
+    restore_device_rng(state.get("cuda_rng"), run_device(model))
     if triplet_gen is not None and state["triplet_rng"] is not None:
         triplet_gen.set_state(state["triplet_rng"])
     epoch = state["epoch"]

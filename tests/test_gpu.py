@@ -92,7 +92,7 @@ def test_configure_backends_turns_tf32_off_for_fp32():
     saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
              torch.backends.cudnn.benchmark)
     try:
-        configure_backends(torch.device("cuda"), bf16=False)
+        configure_backends(torch.device("cuda"))
         assert torch.backends.cuda.matmul.allow_tf32 is False
         assert torch.backends.cudnn.allow_tf32 is False
         assert torch.backends.cudnn.benchmark is True

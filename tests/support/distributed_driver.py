@@ -4,12 +4,14 @@ training steps on fixed batches, or main.py itself with a process killed.
 
     torchrun … distributed_driver.py steps OUT FEATURES LABELS NORM CACHE [DEVICE]
     torchrun … distributed_driver.py main OUT KILL_RANK KILL_AT_STEP -- <main.py flags>
+    RANK=r WORLD_SIZE=2 … distributed_driver.py blocked RESUME_FILE   (both ranks, without torchrun)
 """
 import contextlib
 import json
 import os
 import signal
 import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -245,5 +247,20 @@ def main_with_a_kill(argv):
     run_cli(lambda: train_main.main(flags))
 
 
+def blocked_in_a_collective(argv):
+    """Inside stopping_cleanly, rank 0 waits in a gloo all_reduce that rank 1 never joins (in
+    C++, where Python's signal handlers cannot run) and says so on standard output."""
+    settings = distributed.setup("cpu", "fp32", "gloo", timeout_minutes=60)
+
+    def run():
+        with distributed.stopping_cleanly(settings, argv[0]):
+            if settings.is_main:
+                print("blocked", flush=True)
+                torch.distributed.all_reduce(torch.ones(1))
+            else:
+                time.sleep(3600)
+    run_cli(run)
+
+
 if __name__ == "__main__":
-    {"steps": steps, "main": main_with_a_kill}[sys.argv[1]](sys.argv[2:])
+    {"steps": steps, "main": main_with_a_kill, "blocked": blocked_in_a_collective}[sys.argv[1]](sys.argv[2:])
