@@ -108,7 +108,7 @@ class Predictor:
         """prediction_process.py's backend flags while this Predictor predicts (on a GPU, no
         TF32: its numbers depend on it), the caller's own again once it returns."""
         if isinstance(self.runner, prediction.TorchModels):
-            return configured_backends(self.runner.device)
+            return configured_backends(self.runner.settings.device)
         return contextlib.nullcontext()        # ONNX Runtime: no torch flags
 
     def window_flags(self, window, hop):

@@ -9,6 +9,7 @@ back to the same float64. A file predicted alone shares its batch with no other 
 may change the rounding of the batched convolutions: compared to float rounding (1e-5).
 """
 import csv
+import dataclasses
 import os
 import re
 import warnings
@@ -170,16 +171,18 @@ def test_the_process_backend_flags_are_left_as_the_predictor_found_them(models, 
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     load = prediction.load_attribute_models
-    monkeypatch.setattr(prediction, "load_attribute_models", lambda args, device: load(args, cpu))
+    monkeypatch.setattr(prediction, "load_attribute_models",
+                        lambda args, settings: load(args, dataclasses.replace(settings, device=cpu)))
     predictor = Predictor(model_dir=str(models["root"] / "models"), norm_dir=str(models["root"] / "NormTerm"),
                           device="cuda:0", **SETTINGS)
-    assert predictor.runner.device == gpu
+    assert predictor.runner.settings.device == gpu
     assert tf32_and_autotuning() == users_flags
     during, predict_folder = [], prediction.predict_folder
 
     def on_the_cpu(items, runner, *args):
         during.append(tf32_and_autotuning())
-        return predict_folder(items, runner._replace(device=cpu), *args)
+        return predict_folder(items, runner._replace(settings=dataclasses.replace(runner.settings, device=cpu)),
+                              *args)
 
     monkeypatch.setattr(prediction, "predict_folder", on_the_cpu)
     table = predictor.predict(str(models["audio"] / "a.wav"))
