@@ -1,13 +1,15 @@
-"""Build a long demo recording whose emotion changes over time, for the README's
-"Long recordings" plot.
+"""Build a long demo recording whose emotion changes over time and whose speaking turns and
+pauses are known, for the docs' "Long recordings" plots (fixed windows, and --turns vad).
 
     python images/make_long_recording.py [--out demo_corpus/Long] [--minutes 2]
 
 One synthetic speaker (make_demo_corpus.py's speaker, demo/speech.py's voice) talks for
---minutes in turns of 4-6 s separated by short pauses; arousal and dominance rise and fall
-once over the recording, valence drifts the other way. Writes `long_recording.wav` and
-`long_recording_truth.csv` (each turn's start, end and the three attributes on the 1-7
-scale the corpus's raters use) into --out. The same arguments give the same bytes.
+--minutes in turns of 3-9 s (within MSP-Podcast's 2.75-11 s) separated by pauses of
+0.8-2 s of room tone (longer than the pauses speaking_turns.py joins within a turn);
+arousal and dominance rise and fall once over the recording, valence drifts the other way.
+Writes `long_recording.wav` and `long_recording_truth.csv` (each turn's Start and End in
+seconds, exact to the sample, and the three attributes on the 1-7 scale the corpus's raters
+use) into --out. The same arguments give the same bytes.
 """
 import argparse
 import csv
@@ -15,6 +17,7 @@ import os
 import sys
 
 import numpy as np
+from scipy.signal import lfilter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -25,8 +28,8 @@ from utils import atomic_path, run_cli  # noqa: E402
 
 SPEAKER_ID = 900            # beyond the demo corpus's speakers
 SEED = 11
-TURN_SECONDS = (4.0, 6.0)
-PAUSE_SECONDS = (0.3, 0.8)
+TURN_SECONDS = (3.0, 9.0)
+PAUSE_SECONDS = (0.8, 2.0)
 TRAJECTORY_SD = 1.6         # peak of the latent trajectory, in latent SD units
 NAME = "long_recording"
 
@@ -37,23 +40,30 @@ def latent_at(fraction):
     return np.array([rise, -0.6 * rise, 0.8 * rise])
 
 
+def room_tone(rng, n_samples):
+    """The synthesiser's background noise (its colour and level), for the pauses."""
+    noise = lfilter([1.0], [1.0, -speech.NOISE_COLOUR_POLE], rng.standard_normal(n_samples))
+    return speech.unit_rms(noise) * 10.0 ** (speech.NOISE_LEVEL_DBFS / 20.0)
+
+
 def build(minutes):
-    """The recording (int16 PCM) and its turns: (start s, end s, act, dom, val on 1-7)."""
+    """The recording (int16 PCM) and its turns: (start s, end s, act, dom, val on 1-7), the
+    turn being the samples round(start·16000) to round(end·16000)."""
     rng = np.random.default_rng(SEED)
     speaker = demo.make_speaker(SEED, SPEAKER_ID)
-    total = minutes * 60.0
-    pieces, truth, t = [], [], 0.0
-    while t < total:
-        seconds = min(rng.uniform(*TURN_SECONDS), total - t)
-        if seconds < 1.0:
+    total = round(minutes * 60.0 * speech.SAMPLE_RATE)
+    pieces, truth, at = [], [], 0
+    while True:
+        n = round(rng.uniform(*TURN_SECONDS) * speech.SAMPLE_RATE)
+        if at + n > total:
             break
-        latent = latent_at((t + seconds / 2) / total)
-        audio = speech.synthesize_turn(rng, speaker, latent, seconds)[:int(seconds * speech.SAMPLE_RATE)]
+        latent = latent_at((at + n / 2) / total)
+        audio = speech.synthesize_turn(rng, speaker, latent, n / speech.SAMPLE_RATE)[:n]
         act, val, dom = demo.ATTRIBUTE_CENTRE + demo.ATTRIBUTE_SPREAD * latent
-        truth.append((round(t, 3), round(t + seconds, 3), act, dom, val))
-        pause = np.zeros(int(rng.uniform(*PAUSE_SECONDS) * speech.SAMPLE_RATE))
+        truth.append((at / speech.SAMPLE_RATE, (at + n) / speech.SAMPLE_RATE, act, dom, val))
+        pause = room_tone(rng, min(round(rng.uniform(*PAUSE_SECONDS) * speech.SAMPLE_RATE), total - at - n))
         pieces += [audio, pause]
-        t += seconds + len(pause) / speech.SAMPLE_RATE
+        at += n + len(pause)
     pcm = np.rint(np.concatenate(pieces) * demo.INT16_FULL_SCALE).astype("<i2")
     return pcm, truth
 

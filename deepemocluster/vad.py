@@ -1,0 +1,105 @@
+"""The voice activity detector of --turns vad: Silero VAD (the silero-vad package, MIT), run
+with ONNX Runtime alone (no torch, no torchaudio), on a recording read in blocks.
+
+The package ships its models inside the wheel, so it works offline right after
+`pip install silero-vad`. Of them, this uses the 16 kHz "sequence" model, which takes a
+block of frames per call and gives the probabilities its streaming model gives frame by
+frame (the LSTM state is carried from one call to the next here). Each 32 ms frame of 512
+samples comes with the last 64 samples before it (zeros before the first frame), and the
+last frame of a recording is padded with zeros. The package itself is never imported (its
+Python code imports torch): only the location of its model file is looked up.
+"""
+import importlib.util
+import os
+
+import numpy as np
+
+from utils import SAMPLE_RATE, UserError
+
+MODEL_PACKAGE = "silero_vad"
+MODEL_FILE = os.path.join("data", "silero_vad_16k_sequence.onnx")
+FRAME_SAMPLES = 512                  # one speech probability per 32 ms of 16 kHz audio
+CONTEXT_SAMPLES = 64                 # the samples before a frame that the model sees with it
+FRAMES_PER_CALL = 512                # frames (16.4 s) per ONNX Runtime call
+STATE_SHAPE = (1, 1, 128)            # the LSTM's hidden and cell state
+FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
+# The resampler of the 16 kHz signal: soxr's HQ quality, as librosa.resample's default
+# ("soxr_hq"), streamed, so that a recording resampled in blocks equals it resampled whole.
+RESAMPLE_QUALITY = "HQ"
+
+
+def model_path():
+    """The Silero VAD ONNX file inside the installed silero-vad package; a UserError without it."""
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = os.path.join(folder, MODEL_FILE)
+        if os.path.isfile(path):
+            return path
+    raise UserError("--turns vad needs the silero-vad package (requirements.txt): "
+                    "`.venv/bin/pip install silero-vad`")
+
+
+class SpeechDetector:
+    """Silero VAD's speech probability of every frame of a recording (one ONNX Runtime
+    session, one thread: the model is small and its frames follow one another)."""
+
+    def __init__(self):
+        from deepemocluster.onnx_runner import open_session, session_options
+
+        options = session_options(threads=1)
+        options.inter_op_num_threads = 1
+        self.session = open_session(model_path(), options)
+
+    def probabilities(self, pieces, rate):
+        """(frames,) float32 speech probabilities of the recording whose mono samples at
+        `rate` come in `pieces` (any sizes); also its length in 16 kHz samples."""
+        stream = resampler(rate)
+        state = [np.zeros(STATE_SHAPE, np.float32), np.zeros(STATE_SHAPE, np.float32)]
+        context = np.zeros(CONTEXT_SAMPLES, np.float32)
+        pending, probs, n_samples = np.zeros(0, np.float32), [], 0
+        for piece, last in with_last(pieces):
+            signal = stream(piece, last)
+            n_samples += len(signal)
+            pending = np.concatenate([pending, signal])
+            whole = len(pending) // (FRAME_SAMPLES * FRAMES_PER_CALL) * FRAME_SAMPLES * FRAMES_PER_CALL
+            if last:
+                whole = -(-len(pending) // FRAME_SAMPLES) * FRAME_SAMPLES
+                pending = np.pad(pending, (0, whole - len(pending)))
+            for start in range(0, whole, FRAME_SAMPLES * FRAMES_PER_CALL):
+                frames = pending[start:min(whole, start + FRAME_SAMPLES * FRAMES_PER_CALL)]
+                p, context = self.run(frames.reshape(-1, FRAME_SAMPLES), context, state)
+                probs.append(p)
+            pending = pending[whole:]
+        return (np.concatenate(probs) if probs else np.zeros(0, np.float32)), n_samples
+
+    def run(self, frames, context, state):
+        """The probabilities of (n, 512) frames following `context`; updates the LSTM `state`."""
+        before = np.empty((len(frames), CONTEXT_SAMPLES), np.float32)
+        before[0] = context
+        before[1:] = frames[:-1, -CONTEXT_SAMPLES:]
+        probs, state[0], state[1] = self.session.run(
+            ["speech_probs", "hn", "cn"],
+            {"input": np.ascontiguousarray(np.concatenate([before, frames], axis=1)),
+             "h": state[0], "c": state[1]})
+        return np.asarray(probs, np.float32).reshape(-1), frames[-1, -CONTEXT_SAMPLES:].copy()
+
+
+def resampler(rate):
+    """A function (mono piece at `rate`, whether it is the last) → its 16 kHz samples, streamed."""
+    if rate == SAMPLE_RATE:
+        return lambda piece, last: np.asarray(piece, np.float32)
+    import soxr
+
+    stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    return lambda piece, last: stream.resample_chunk(np.asarray(piece, np.float32), last=last)
+
+
+def with_last(pieces):
+    """(piece, whether it is the last) of each piece; an empty last piece if there were none."""
+    held = None
+    for piece in pieces:
+        if held is not None:
+            yield held, False
+        held = piece
+    yield (np.zeros(0, np.float32) if held is None else held), True
