@@ -25,6 +25,7 @@ import numpy as np
 
 from deepemocluster import prediction_flags
 from deepemocluster.corpus import PREDICT_DIR
+from deepemocluster.demo_models import are_demo_models, demo_models_warning
 from deepemocluster.features import AUDIO_EXTENSIONS, walk_audio
 from deepemocluster.compute import seed_everything
 from deepemocluster.prediction import (csv_header, load_runner, long_recording_warning, models_title,
@@ -121,6 +122,8 @@ def main(argv=None):
         print(f"{write_plots(args.plot, result, models_title(args, runner), runner.norm)} plot(s): {args.plot}")
     if others:
         print(f"{len(others)} non-audio file(s) skipped")
+    if are_demo_models(args, runner) and demo_models_warning(paths):
+        print(f"warning: {demo_models_warning(paths)}")
     if result.long_files:
         print(f"warning: {long_recording_warning(result.long_files)}")
     if result.short_turns:

@@ -50,11 +50,15 @@ def load_runner(args):
 
 
 def models_title(args, runner):
-    """What made the predictions: the temporal type, and the release or the model folder."""
+    """What made the predictions: the temporal type, and the release or the model folder
+    (and whether they are the shipped demo models)."""
+    from deepemocluster.demo_models import DEMO_TITLE, are_demo_models
+
     if args.onnx:
-        return f"{runner.temporal_type} models ({runner.source})"
-    source = f"release {args.release}" if args.release else args.model_dir
-    return f"{args.model_type} models ({source})"
+        title = f"{runner.temporal_type} models ({runner.source})"
+    else:
+        title = f"{args.model_type} models ({f'release {args.release}' if args.release else args.model_dir})"
+    return title + (DEMO_TITLE if are_demo_models(args, runner) else "")
 
 
 # --- turns: whole files, or windows of them --------------------------------------------------------

@@ -120,12 +120,12 @@ def checked(row):
 
 
 def audio_index(paths, root=None):
-    """{name: [paths]} under each name a turns file may use for an audio file: its path
-    relative to `root`, its base name, and its base name without the extension (RTTM's)."""
+    """{name: [paths]} under each name a turns file may use for an audio file: its path (as
+    given, or relative to `root`), its base name, and its base name without the extension (RTTM's)."""
     index = {}
     for path in paths:
         base = os.path.basename(path)
-        names = {base, os.path.splitext(base)[0]}
+        names = {path.replace(os.sep, "/"), base, os.path.splitext(base)[0]}
         if root is not None:
             names.add(os.path.relpath(path, root).replace(os.sep, "/"))
         for name in names:
