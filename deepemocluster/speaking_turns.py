@@ -3,7 +3,8 @@ cut from podcasts at pauses), from the voice activity detector's speech probabil
 every 32 ms frame (deepemocluster/vad.py).
 
 The steps, each a function below: the frames are speech or pause (speech_segments); speech
-longer than a turn with no pause in it is cut at its quietest frames (cut_unbroken_speech);
+is grown through the sound at its edges that the detector missed (grow_into_sound); speech
+longer than a turn with no pause in it is cut at its least speech-like frames (cut_unbroken_speech);
 speech across a short pause is one turn (join_across_short_pauses); a turn over the longest
 is split at its longest pauses (split_at_longest_pauses); a turn under the shortest is
 joined to a neighbour where the pause and the length allow (join_short_turns); each turn
@@ -11,6 +12,8 @@ then reaches a little into the pauses around it (turn_spans). Every length count
 margin, so no turn is longer than LONGEST_TURN_SECONDS. All positions are samples of the
 16 kHz signal.
 """
+import numpy as np
+
 from utils import SAMPLE_RATE, SHORTEST_TRAINING_TURN_SECONDS
 
 from deepemocluster.vad import FRAME_SAMPLES
@@ -23,6 +26,14 @@ SILENCE_THRESHOLD = 0.35
 # Speech shorter than this is a click, a breath or a cough, not a word (Silero's
 # min_speech_duration default, 250 ms).
 SHORTEST_SPEECH_SECONDS = 0.25
+# The detector now and then misses the onset or the end of a word (a fricative, a quiet first
+# syllable), and a turn cut there would start or end inside the word. So each stretch of
+# speech is grown outward through the frames louder than the recording's pauses, by at most
+# EDGE_GROWTH_SECONDS (a syllable or two). The pauses' level is the NOISE_FLOOR_PERCENTILE-th
+# percentile of the frame levels; a frame QUIET_MARGIN_DB above it is sound, not pause.
+EDGE_GROWTH_SECONDS = 1.0
+NOISE_FLOOR_PERCENTILE = 10
+QUIET_MARGIN_DB = 15.0
 # A pause shorter than this is a pause between words or phrases of one turn, which
 # MSP-Podcast's turns hold; a longer one ends the turn.
 JOINED_PAUSE_SECONDS = 0.5
@@ -35,8 +46,9 @@ SHORTEST_TURN_SECONDS = SHORTEST_TRAINING_TURN_SECONDS
 # short-recording warning).
 BRIDGED_PAUSE_SECONDS = 1.5
 # A turn starts this much before its first speech frame and ends this much after its last
-# (at most half of the pause beside it, within the recording): the detector's frames are
-# 32 ms, and the onset of a first word and the decay of a last one are quiet.
+# (through frames as quiet as the pauses only, at most half of the pause beside it, within
+# the recording): the detector's frames are 32 ms, and a turn cut right at its first and last
+# sound would clip their onset and decay.
 TURN_MARGIN_SECONDS = 0.1
 
 
@@ -45,15 +57,15 @@ def samples(seconds):
     return round(seconds * SAMPLE_RATE)
 
 
-def turn_spans(probabilities, n_samples):
+def turn_spans(probabilities, levels, n_samples):
     """[start, end) 16 kHz sample spans of the speaking turns of a recording of `n_samples`
-    whose frames have these speech `probabilities`; [] when it holds no speech."""
-    turns = [[segment] for segment in cut_unbroken_speech(speech_segments(probabilities, n_samples),
-                                                          probabilities)]
+    whose frames have these speech `probabilities` and `levels` (dB); [] when it holds no speech."""
+    segments = grow_into_sound(speech_segments(probabilities, n_samples), levels, n_samples)
+    turns = [[segment] for segment in cut_unbroken_speech(segments, probabilities)]
     turns = join_across_short_pauses(turns)
     turns = [part for turn in turns for part in split_at_longest_pauses(turn)]
     turns = join_short_turns(turns)
-    return with_margins(turns, n_samples)
+    return with_margins(turns, quiet_frames(levels), n_samples)
 
 
 def speech_segments(probabilities, n_samples):
@@ -70,6 +82,32 @@ def speech_segments(probabilities, n_samples):
         segments.append((start, len(probabilities)))
     spans = [(a * FRAME_SAMPLES, min(b * FRAME_SAMPLES, n_samples)) for a, b in segments]
     return [(a, b) for a, b in spans if b - a >= samples(SHORTEST_SPEECH_SECONDS)]
+
+
+def grow_into_sound(segments, levels, n_samples):
+    """Each segment grown outward, frame by frame, until a frame as quiet as the pauses (at
+    most EDGE_GROWTH_SECONDS each side); segments that then meet, as one."""
+    quiet = quiet_frames(levels)
+    reach = round(EDGE_GROWTH_SECONDS * SAMPLE_RATE / FRAME_SAMPLES)
+    out = []
+    for a, b in segments:
+        first, end = a // FRAME_SAMPLES, -(-b // FRAME_SAMPLES)      # frames [first, end)
+        before = next((k for k in range(reach) if first - k - 1 < 0 or quiet[first - k - 1]), reach)
+        after = next((k for k in range(reach) if end + k >= len(quiet) or quiet[end + k]), reach)
+        a, b = (first - before) * FRAME_SAMPLES, min((end + after) * FRAME_SAMPLES, n_samples)
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
+
+
+def quiet_frames(levels):
+    """Whether each frame is as quiet as the recording's pauses."""
+    levels = np.asarray(levels)
+    if not levels.size:
+        return np.zeros(0, bool)
+    return levels <= np.percentile(levels, NOISE_FLOOR_PERCENTILE) + QUIET_MARGIN_DB
 
 
 def length(turn):
@@ -146,13 +184,27 @@ def join_short_turns(turns):
     return turns
 
 
-def with_margins(turns, n_samples):
-    """[start, end) of each turn: its speech and TURN_MARGIN_SECONDS each side, at most half
-    of the pause beside it and within the recording."""
+def with_margins(turns, quiet, n_samples):
+    """[start, end) of each turn: its speech and TURN_MARGIN_SECONDS each side, through
+    `quiet` frames only, at most half of the pause beside it and within the recording."""
     margin, spans = samples(TURN_MARGIN_SECONDS), []
     for k, turn in enumerate(turns):
         start, end = turn[0][0], turn[-1][1]
         before = start if k == 0 else (start - turns[k - 1][-1][1]) // 2
         after = n_samples - end if k == len(turns) - 1 else (turns[k + 1][0][0] - end) // 2
-        spans.append((start - min(margin, before), end + min(margin, after)))
+        spans.append((start - quiet_reach(quiet, start, -1, min(margin, before)),
+                      end + quiet_reach(quiet, end, 1, min(margin, after))))
     return spans
+
+
+def quiet_reach(quiet, edge, direction, most):
+    """How far (samples, at most `most`) from a turn's edge the frames stay quiet, outward."""
+    reach = 0
+    while reach < most:
+        frame = (edge + reach) // FRAME_SAMPLES if direction > 0 else (edge - reach - 1) // FRAME_SAMPLES
+        if not (0 <= frame < len(quiet) and quiet[frame]):
+            break
+        step = FRAME_SAMPLES - (edge + reach) % FRAME_SAMPLES if direction > 0 else \
+            (edge - reach - 1) % FRAME_SAMPLES + 1
+        reach = min(reach + step, most)
+    return reach

@@ -52,8 +52,8 @@ def array_pieces(samples, rate, block_seconds=BLOCK_SECONDS):
 def detected_turns(detector, pieces, rate):
     """The speaking turns (GivenTurn, no speaker) that `detector` (vad.SpeechDetector) and
     the turn rules find in a recording; NoSpeech when there are none."""
-    probabilities, n_samples = detector.probabilities(pieces, rate)
-    spans = turn_spans(probabilities, n_samples)
+    probabilities, levels, n_samples = detector.probabilities(pieces, rate)
+    spans = turn_spans(probabilities, levels, n_samples)
     if not spans:
         raise NoSpeech("no speech found")
     return [GivenTurn(start, end) for start, end in spans]

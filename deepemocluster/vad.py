@@ -23,6 +23,7 @@ CONTEXT_SAMPLES = 64                 # the samples before a frame that the model
 FRAMES_PER_CALL = 512                # frames (16.4 s) per ONNX Runtime call
 STATE_SHAPE = (1, 1, 128)            # the LSTM's hidden and cell state
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
+SILENT_DB = -120.0                   # the level given to digital silence
 # The resampler of the 16 kHz signal: soxr's HQ quality, as librosa.resample's default
 # ("soxr_hq"), streamed, so that a recording resampled in blocks equals it resampled whole.
 RESAMPLE_QUALITY = "HQ"
@@ -52,12 +53,13 @@ class SpeechDetector:
         self.session = open_session(model_path(), options)
 
     def probabilities(self, pieces, rate):
-        """(frames,) float32 speech probabilities of the recording whose mono samples at
-        `rate` come in `pieces` (any sizes); also its length in 16 kHz samples."""
+        """The speech probability and the level (dB full scale) of each frame of the
+        recording whose mono samples at `rate` come in `pieces` (any sizes), as (frames,)
+        float32 arrays, and its length in 16 kHz samples."""
         stream = resampler(rate)
         state = [np.zeros(STATE_SHAPE, np.float32), np.zeros(STATE_SHAPE, np.float32)]
         context = np.zeros(CONTEXT_SAMPLES, np.float32)
-        pending, probs, n_samples = np.zeros(0, np.float32), [], 0
+        pending, probs, levels, n_samples = np.zeros(0, np.float32), [], [], 0
         for piece, last in with_last(pieces):
             signal = stream(piece, last)
             n_samples += len(signal)
@@ -68,10 +70,14 @@ class SpeechDetector:
                 pending = np.pad(pending, (0, whole - len(pending)))
             for start in range(0, whole, FRAME_SAMPLES * FRAMES_PER_CALL):
                 frames = pending[start:min(whole, start + FRAME_SAMPLES * FRAMES_PER_CALL)]
-                p, context = self.run(frames.reshape(-1, FRAME_SAMPLES), context, state)
+                frames = frames.reshape(-1, FRAME_SAMPLES)
+                p, context = self.run(frames, context, state)
                 probs.append(p)
+                levels.append(frame_levels(frames))
             pending = pending[whole:]
-        return (np.concatenate(probs) if probs else np.zeros(0, np.float32)), n_samples
+        if not probs:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32), n_samples
+        return np.concatenate(probs), np.concatenate(levels), n_samples
 
     def run(self, frames, context, state):
         """The probabilities of (n, 512) frames following `context`; updates the LSTM `state`."""
@@ -83,6 +89,12 @@ class SpeechDetector:
             {"input": np.ascontiguousarray(np.concatenate([before, frames], axis=1)),
              "h": state[0], "c": state[1]})
         return np.asarray(probs, np.float32).reshape(-1), frames[-1, -CONTEXT_SAMPLES:].copy()
+
+
+def frame_levels(frames):
+    """The level of each frame, 10·log10 of its mean square (digital silence at SILENT_DB)."""
+    power = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    return np.maximum(10 * np.log10(np.maximum(power, 1e-30)), SILENT_DB).astype(np.float32)
 
 
 def resampler(rate):

@@ -7,9 +7,10 @@ One synthetic speaker (make_demo_corpus.py's speaker, demo/speech.py's voice) ta
 --minutes in turns of 3-9 s (within MSP-Podcast's 2.75-11 s) separated by pauses of
 0.8-2 s of room tone (longer than the pauses speaking_turns.py joins within a turn);
 arousal and dominance rise and fall once over the recording, valence drifts the other way.
-Writes `long_recording.wav` and `long_recording_truth.csv` (each turn's Start and End in
-seconds, exact to the sample, and the three attributes on the 1-7 scale the corpus's raters
-use) into --out. The same arguments give the same bytes.
+Writes `long_recording.wav` and `long_recording_truth.csv` (each turn's File_Name, Start and
+End in seconds, exact to the sample, and the three attributes on the 1-7 scale the corpus's
+raters use: a turns file for `prediction_process.py --turns` too) into --out. The same
+arguments give the same bytes. images/score_turns.py compares predicted turns with it.
 """
 import argparse
 import csv
@@ -82,8 +83,8 @@ def main(argv=None):
     with atomic_path(os.path.join(args.out, NAME + "_truth.csv")) as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["Start", "End", "Act", "Dom", "Val"])
-            w.writerows((s, e, f"{a:.3f}", f"{d:.3f}", f"{v:.3f}") for s, e, a, d, v in truth)
+            w.writerow(["File_Name", "Start", "End", "Act", "Dom", "Val"])
+            w.writerows((NAME + ".wav", s, e, f"{a:.3f}", f"{d:.3f}", f"{v:.3f}") for s, e, a, d, v in truth)
     print(f"{len(pcm) / speech.SAMPLE_RATE:.1f} s, {len(truth)} turns: {wav}")
 
 
