@@ -112,3 +112,13 @@ def recording_turns(recording, plan, detector=None):
     read = array_turns(recording.samples, rate, turns) if in_memory else read_turns(recording, turns)
     for k, (turn, samples, rate) in enumerate(read):
         yield turn, samples, rate, k == len(turns) - 1
+
+
+def file_turns(path):
+    """(Start s, End s, mono samples at the file's rate, the rate) of each speaking turn the
+    detector finds in an audio file: --turns vad for code that predicts with ONNX Runtime
+    alone (NoSpeech when there is none)."""
+    from deepemocluster.vad import SpeechDetector
+
+    for turn, samples, rate, _ in recording_turns(path, VAD_TURNS, SpeechDetector()):
+        yield turn.start / SAMPLE_RATE, turn.end / SAMPLE_RATE, samples, rate

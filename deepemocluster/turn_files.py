@@ -20,7 +20,7 @@ CSV_COLUMNS = ("File_Name", "Start", "End")
 SPEAKER_COLUMN = "Speaker"
 RTTM_EXTENSION = ".rttm"
 RTTM_TURN = "SPEAKER"         # the RTTM type of a speaker's turn; other types are not turns
-RTTM_FIELDS = 9               # SPEAKER file channel onset duration <NA> <NA> speaker <NA> [<NA>]
+RTTM_FIELDS = 8               # SPEAKER file channel onset duration <NA> <NA> speaker (<NA> <NA>)
 
 
 class Row(NamedTuple):
@@ -89,7 +89,7 @@ def rttm_rows(f, label):
             continue
         where = f"{label} line {line}"
         if len(fields) < RTTM_FIELDS:
-            raise UserError(f"{where}: an RTTM SPEAKER line has {RTTM_FIELDS} or 10 fields "
+            raise UserError(f"{where}: an RTTM SPEAKER line needs at least {RTTM_FIELDS} fields "
                             f"(SPEAKER file channel onset duration <NA> <NA> speaker <NA> <NA>), got {len(fields)}")
         onset, duration = number(fields[3], "onset", where), number(fields[4], "duration", where)
         rows.append(checked(Row(where, fields[1], onset, onset + duration, fields[7])))

@@ -18,7 +18,6 @@ import os
 import sys
 
 import numpy as np
-from scipy.signal import lfilter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -41,12 +40,6 @@ def latent_at(fraction):
     return np.array([rise, -0.6 * rise, 0.8 * rise])
 
 
-def room_tone(rng, n_samples):
-    """The synthesiser's background noise (its colour and level), for the pauses."""
-    noise = lfilter([1.0], [1.0, -speech.NOISE_COLOUR_POLE], rng.standard_normal(n_samples))
-    return speech.unit_rms(noise) * 10.0 ** (speech.NOISE_LEVEL_DBFS / 20.0)
-
-
 def build(minutes):
     """The recording (int16 PCM) and its turns: (start s, end s, act, dom, val on 1-7), the
     turn being the samples round(start·16000) to round(end·16000)."""
@@ -62,7 +55,7 @@ def build(minutes):
         audio = speech.synthesize_turn(rng, speaker, latent, n / speech.SAMPLE_RATE)[:n]
         act, val, dom = demo.ATTRIBUTE_CENTRE + demo.ATTRIBUTE_SPREAD * latent
         truth.append((at / speech.SAMPLE_RATE, (at + n) / speech.SAMPLE_RATE, act, dom, val))
-        pause = room_tone(rng, min(round(rng.uniform(*PAUSE_SECONDS) * speech.SAMPLE_RATE), total - at - n))
+        pause = speech.room_tone(rng, min(round(rng.uniform(*PAUSE_SECONDS) * speech.SAMPLE_RATE), total - at - n))
         pieces += [audio, pause]
         at += n + len(pause)
     pcm = np.rint(np.concatenate(pieces) * demo.INT16_FULL_SCALE).astype("<i2")
