@@ -8,7 +8,7 @@ longer than a turn with no pause in it is cut at its least speech-like frames (c
 speech across a short pause is one turn (join_across_short_pauses); a turn over the longest
 is split at its longest pauses (split_at_longest_pauses); a turn under the shortest is
 joined to a neighbour where the pause and the length allow (join_short_turns); each turn
-then reaches a little into the pauses around it (turn_spans). Every length counts that
+then reaches a little into the pauses around it (with_margins). Every length counts that
 margin, so no turn is longer than LONGEST_TURN_SECONDS. All positions are samples of the
 16 kHz signal.
 """
@@ -29,7 +29,7 @@ SHORTEST_SPEECH_SECONDS = 0.25
 # The detector now and then misses the onset or the end of a word (a fricative, a quiet first
 # syllable), and a turn cut there would start or end inside the word. So each stretch of
 # speech is grown outward through the frames louder than the recording's pauses, by at most
-# EDGE_GROWTH_SECONDS (a syllable or two). The pauses' level is the NOISE_FLOOR_PERCENTILE-th
+# EDGE_GROWTH_SECONDS (a few syllables). The pauses' level is the NOISE_FLOOR_PERCENTILE-th
 # percentile of the frame levels; a frame QUIET_MARGIN_DB above it is sound, not pause.
 EDGE_GROWTH_SECONDS = 1.0
 NOISE_FLOOR_PERCENTILE = 10
@@ -117,19 +117,23 @@ def length(turn):
 
 def cut_unbroken_speech(segments, probabilities):
     """Segments too long for one turn, cut at their least speech-like frame (which goes to
-    neither side), preferring cuts that leave SHORTEST_TURN_SECONDS on both sides."""
-    out = []
-    for a, b in segments:
+    neither side; the one nearest the middle of equals), preferring cuts that leave
+    SHORTEST_TURN_SECONDS on both sides, and the parts again, until every part fits."""
+    probabilities = np.asarray(probabilities)
+    out, todo = [], list(reversed(segments))
+    while todo:
+        a, b = todo.pop()
         if length([(a, b)]) <= samples(LONGEST_TURN_SECONDS):
             out.append((a, b))
             continue
-        first, last = a // FRAME_SAMPLES + 1, -(-b // FRAME_SAMPLES) - 1
-        frames = range(first, last)
-        balanced = [f for f in frames if min(length([(a, f * FRAME_SAMPLES)]),
-                                             length([((f + 1) * FRAME_SAMPLES, b)]))
-                    >= samples(SHORTEST_TURN_SECONDS)]
-        cut = min(balanced or frames, key=lambda f: (probabilities[f], abs(2 * f - first - last)))
-        out += cut_unbroken_speech([(a, cut * FRAME_SAMPLES), ((cut + 1) * FRAME_SAMPLES, b)], probabilities)
+        first, last = a // FRAME_SAMPLES + 1, -(-b // FRAME_SAMPLES) - 2     # frames with speech each side
+        room = samples(SHORTEST_TURN_SECONDS) - 2 * samples(TURN_MARGIN_SECONDS)
+        lo, hi = -(-(a + room) // FRAME_SAMPLES), (b - room) // FRAME_SAMPLES - 1
+        lo, hi = (lo, hi) if lo <= hi else (first, last)
+        window = probabilities[lo:hi + 1]
+        ties = lo + np.flatnonzero(window == window.min())
+        cut = int(ties[np.argmin(np.abs(2 * ties - first - last))])
+        todo += [((cut + 1) * FRAME_SAMPLES, b), (a, cut * FRAME_SAMPLES)]
     return out
 
 
@@ -148,14 +152,20 @@ def split_at_longest_pauses(turn):
     """A turn longer than LONGEST_TURN_SECONDS split at its longest pause (among those that
     leave SHORTEST_TURN_SECONDS on both sides, if any; the one nearest the middle of equals),
     and the parts again, until every part fits."""
-    if len(turn) == 1 or length(turn) <= samples(LONGEST_TURN_SECONDS):
-        return [turn]
-    cuts = range(1, len(turn))
-    balanced = [k for k in cuts if min(length(turn[:k]), length(turn[k:])) >= samples(SHORTEST_TURN_SECONDS)]
-    middle = turn[0][0] + turn[-1][1]
-    k = max(balanced or cuts, key=lambda k: (turn[k][0] - turn[k - 1][1],
-                                            -abs(turn[k][0] + turn[k - 1][1] - middle)))
-    return split_at_longest_pauses(turn[:k]) + split_at_longest_pauses(turn[k:])
+    out, todo = [], [turn]
+    while todo:
+        turn = todo.pop()
+        if len(turn) == 1 or length(turn) <= samples(LONGEST_TURN_SECONDS):
+            out.append(turn)
+            continue
+        cuts = range(1, len(turn))
+        balanced = [k for k in cuts if min(length([turn[0], turn[k - 1]]), length([turn[k], turn[-1]]))
+                    >= samples(SHORTEST_TURN_SECONDS)]
+        middle = turn[0][0] + turn[-1][1]
+        k = max(balanced or cuts, key=lambda k: (turn[k][0] - turn[k - 1][1],
+                                                -abs(turn[k][0] + turn[k - 1][1] - middle)))
+        todo += [turn[k:], turn[:k]]
+    return out
 
 
 def join_short_turns(turns):

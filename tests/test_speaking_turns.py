@@ -85,6 +85,20 @@ def test_unbroken_speech_is_cut_at_its_least_speech_like_frame():
     assert turns[0][1] == quietest * FRAME and turns[1][0] == (quietest + 1) * FRAME
 
 
+def test_an_hour_of_speech_is_cut_into_turns_that_fit():
+    """Unbroken speech, and speech whose every pause is short, an hour of each."""
+    hour = frames(3600.0)
+    unbroken = rules.turn_spans(np.full(hour, SPEECH_P, np.float32), np.full(hour, LOUD_DB, np.float32),
+                                hour * FRAME)
+    parts = [("speech", 2.0), ("pause", 0.256)] * 1600
+    probs, levels, _, n = layout(*parts)
+    talk = rules.turn_spans(probs, levels, n)
+    for turns in (unbroken, talk):
+        assert all(0 < end - start <= LONGEST for start, end in turns)
+        assert all(a[1] <= b[0] for a, b in zip(turns, turns[1:]))
+        assert len(turns) >= 3600 / rules.LONGEST_TURN_SECONDS
+
+
 def test_short_turns_are_joined_where_the_pause_allows_and_kept_alone_otherwise():
     probs, levels, spans, n = layout(("pause", 1.0), ("speech", 1.0), ("pause", 1.2), ("speech", 3.0),
                                      ("pause", 4.0), ("speech", 1.5), ("pause", 4.0))
