@@ -278,3 +278,10 @@ def test_bad_turns_files_are_one_clear_line(audio, tmp_path, name, text, message
     assert message in str(raised.value) and "\n" not in str(raised.value)
     with pytest.raises(UserError, match="no such file"):
         turn_files.turn_plan(str(tmp_path / "none.csv"), paths, str(folder))
+
+
+def test_without_the_silero_vad_package_the_detector_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(vad.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"^--turns vad needs the silero-vad package \(requirements.txt\): "
+                                        r"`.venv/bin/pip install silero-vad`$"):
+        vad.SpeechDetector()
