@@ -132,7 +132,7 @@ COMPILE_PROBE = (
     "sys.path.insert(0, sys.argv[1])\n"
     "import torch, torch.nn.functional as F\n"
     "from model import build_model\n"
-    "from runtime import autocast\n"
+    "from deepemocluster.compute import autocast\n"
     "from utils import CHUNKS_PER_TURN, ccc_loss\n"
     "batch, mt, k, bf16, dev = int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == '1', sys.argv[6]\n"
     "device = torch.device(dev)\n"
