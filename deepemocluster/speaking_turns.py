@@ -16,7 +16,7 @@ import numpy as np
 
 from utils import SAMPLE_RATE, SHORTEST_TRAINING_TURN_SECONDS
 
-from deepemocluster.vad import FRAME_SAMPLES
+from deepemocluster.vad import FRAME_SAMPLES, quiet_frames
 
 # The detector: Silero VAD's own defaults. A frame is speech from SPEECH_THRESHOLD on, and
 # speech goes on until the probability falls below SILENCE_THRESHOLD (threshold − 0.15):
@@ -29,11 +29,9 @@ SHORTEST_SPEECH_SECONDS = 0.25
 # The detector now and then misses the onset or the end of a word (a fricative, a quiet first
 # syllable), and a turn cut there would start or end inside the word. So each stretch of
 # speech is grown outward through the frames louder than the recording's pauses, by at most
-# EDGE_GROWTH_SECONDS (a few syllables). The pauses' level is the NOISE_FLOOR_PERCENTILE-th
-# percentile of the frame levels; a frame QUIET_MARGIN_DB above it is sound, not pause.
+# EDGE_GROWTH_SECONDS (a few syllables). Louder than the pauses: vad.quiet_frames, over the
+# whole recording.
 EDGE_GROWTH_SECONDS = 1.0
-NOISE_FLOOR_PERCENTILE = 10
-QUIET_MARGIN_DB = 15.0
 # A pause shorter than this is a pause between words or phrases of one turn, which
 # MSP-Podcast's turns hold; a longer one ends the turn.
 JOINED_PAUSE_SECONDS = 0.5
@@ -100,14 +98,6 @@ def grow_into_sound(segments, levels, n_samples):
         else:
             out.append((a, b))
     return out
-
-
-def quiet_frames(levels):
-    """Whether each frame is as quiet as the recording's pauses."""
-    levels = np.asarray(levels)
-    if not levels.size:
-        return np.zeros(0, bool)
-    return levels <= np.percentile(levels, NOISE_FLOOR_PERCENTILE) + QUIET_MARGIN_DB
 
 
 def length(turn):

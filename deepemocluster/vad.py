@@ -8,6 +8,12 @@ frame (the LSTM state is carried from one call to the next here). Each 32 ms fra
 samples comes with the last 64 samples before it (zeros before the first frame), and the
 last frame of a recording is padded with zeros. The package itself is never imported (its
 Python code imports torch): only the location of its model file is looked up.
+
+The LSTM state starts afresh in every pause of RESET_PAUSE_SECONDS, as at the start of a
+recording: carried through a long recording, it can drift until the model no longer hears
+speech (on the demo synthesiser's speech it heard 8% of a 10-minute recording's speech
+frames, none after minute 4, against 56% of minute 4 alone; with the resets, 58% of the
+whole, as of a 2-minute one).
 """
 import importlib.util
 import os
@@ -24,6 +30,14 @@ FRAMES_PER_CALL = 512                # frames (16.4 s) per ONNX Runtime call
 STATE_SHAPE = (1, 1, 128)            # the LSTM's hidden and cell state
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 SILENT_DB = -120.0                   # the level given to digital silence
+# A frame is as quiet as the recording's pauses when its level is at most QUIET_MARGIN_DB
+# above the NOISE_FLOOR_PERCENTILE-th percentile of the frame levels (the pauses' level:
+# any recording with a tenth of pause has it there). The detector's pass knows only the
+# frames read so far; the turn rules (speaking_turns.py) use the whole recording's.
+NOISE_FLOOR_PERCENTILE = 10
+QUIET_MARGIN_DB = 15.0
+# The LSTM state is reset once a pause has lasted this long (16 frames).
+RESET_PAUSE_SECONDS = 0.5
 # The resampler of the 16 kHz signal: soxr's HQ quality, as librosa.resample's default
 # ("soxr_hq"), streamed, so that a recording resampled in blocks equals it resampled whole.
 RESAMPLE_QUALITY = "HQ"
@@ -57,9 +71,9 @@ class SpeechDetector:
         recording whose mono samples at `rate` come in `pieces` (any sizes), as (frames,)
         float32 arrays, and its length in 16 kHz samples."""
         stream = resampler(rate)
-        state = [np.zeros(STATE_SHAPE, np.float32), np.zeros(STATE_SHAPE, np.float32)]
+        state = fresh_state()
         context = np.zeros(CONTEXT_SAMPLES, np.float32)
-        pending, probs, levels, n_samples = np.zeros(0, np.float32), [], [], 0
+        pending, probs, levels, n_samples, quiet_run = np.zeros(0, np.float32), [], [], 0, 0
         for piece, last in with_last(pieces):
             signal = stream(piece, last)
             n_samples += len(signal)
@@ -71,9 +85,14 @@ class SpeechDetector:
             for start in range(0, whole, FRAME_SAMPLES * FRAMES_PER_CALL):
                 frames = pending[start:min(whole, start + FRAME_SAMPLES * FRAMES_PER_CALL)]
                 frames = frames.reshape(-1, FRAME_SAMPLES)
-                p, context = self.run(frames, context, state)
-                probs.append(p)
                 levels.append(frame_levels(frames))
+                resets, quiet_run = reset_frames(levels, quiet_run)
+                for a, b in zip([0] + resets, resets + [len(frames)]):
+                    if a in resets:
+                        state = fresh_state()
+                    if b > a:
+                        p, context = self.run(frames[a:b], context, state)
+                        probs.append(p)
             pending = pending[whole:]
         if not probs:
             return np.zeros(0, np.float32), np.zeros(0, np.float32), n_samples
@@ -89,6 +108,32 @@ class SpeechDetector:
             {"input": np.ascontiguousarray(np.concatenate([before, frames], axis=1)),
              "h": state[0], "c": state[1]})
         return np.asarray(probs, np.float32).reshape(-1), frames[-1, -CONTEXT_SAMPLES:].copy()
+
+
+def fresh_state():
+    """The LSTM's hidden and cell state at the start of a recording."""
+    return [np.zeros(STATE_SHAPE, np.float32), np.zeros(STATE_SHAPE, np.float32)]
+
+
+def quiet_frames(levels):
+    """Whether each frame of `levels` is as quiet as the pauses among them."""
+    levels = np.asarray(levels)
+    if not levels.size:
+        return np.zeros(0, bool)
+    return levels <= np.percentile(levels, NOISE_FLOOR_PERCENTILE) + QUIET_MARGIN_DB
+
+
+def reset_frames(levels, quiet_run):
+    """The frames of the last block of `levels` (a list of blocks) at which a pause reaches
+    RESET_PAUSE_SECONDS, given `quiet_run` quiet frames before the block; and the quiet run
+    at its end. Quiet is judged against all the blocks so far."""
+    quiet = quiet_frames(np.concatenate(levels))[-len(levels[-1]):]
+    needed, resets = round(RESET_PAUSE_SECONDS / FRAME_SECONDS), []
+    for k, is_quiet in enumerate(quiet):
+        quiet_run = quiet_run + 1 if is_quiet else 0
+        if quiet_run == needed:
+            resets.append(k)
+    return resets, quiet_run
 
 
 def frame_levels(frames):

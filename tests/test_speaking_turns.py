@@ -122,14 +122,14 @@ def test_clicks_are_dropped_and_sound_the_detector_missed_is_grown_into():
 
 # --- Silero VAD on synthetic speech with known pauses ---------------------------------------------------
 # The demo synthesiser's turns (a voice the detector hears: of 20 such speakers it finds every
-# turn of 17 with an overlap of 0.5 or more), then room tone; the third turn is 14 s of speech
+# turn of 14 with an overlap of 0.5 or more), then room tone; the third turn is 14 s of speech
 # whose word pauses are all under JOINED_PAUSE_SECONDS.
 TURN_SECONDS = (4.0, 6.5, 14.0, 3.5, 5.0)
 PAUSE_SECONDS = (1.2, 1.5, 1.0, 1.4, 0.8)
 LEAD_SECONDS = 0.7
 VOICE_SEED = 1
 # A stretch as quiet as the pauses: the room tone's level plus QUIET_MARGIN_DB.
-QUIET_DBFS = speech.NOISE_LEVEL_DBFS + rules.QUIET_MARGIN_DB
+QUIET_DBFS = speech.NOISE_LEVEL_DBFS + vad.QUIET_MARGIN_DB
 
 
 def synthetic_recording(seed=VOICE_SEED):
