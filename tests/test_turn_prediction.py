@@ -15,6 +15,7 @@ import export_onnx
 import prediction_process
 from support import ROOT
 from support.audio import SR, write_audio
+from support.docs import deployment_examples
 from support.files import read_csv
 from demo import speech
 from deepemocluster import turn_audio, vad
@@ -216,33 +217,9 @@ def test_the_onnx_route_gives_the_commands_turns_and_scores(setup, recordings, v
 
 
 # The docs' example: speaking turns predicted with ONNX Runtime alone (no torch imported).
-TORCH_FREE_EXAMPLE = '''
-import glob
-
-import onnxruntime as ort
-
-from deepemocluster.time_windows import window_features
-from deepemocluster.turn_audio import file_turns
-
-MODELS = "onnx"          # the folder export_onnx.py wrote
-AUDIO = "talk.wav"
-
-sessions = {}
-for path in sorted(glob.glob(f"{MODELS}/*.onnx")):
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    attribute = session.get_modelmeta().custom_metadata_map.get("attribute")
-    if attribute is not None:                    # not mel_spectrogram.onnx, the waveform front end
-        sessions[attribute] = session
-for start, end, samples, rate in file_turns(AUDIO):     # Silero VAD, then the turn rules
-    mel = window_features(samples, rate)                 # (frames, 128), as for a file of the turn
-    scores = {a: float(s.run(["score"], {"mel": mel})[0]) for a, s in sessions.items()}
-    print(f"{start:.3f} {end:.3f}", scores["Act"], scores["Dom"], scores["Val"])
-'''
-
-
 def test_the_torch_free_example_predicts_the_commands_turns(recordings, exported, tmp_path):
     assert cli(["--input", recordings, "--output", tmp_path / "onnx.csv", "--onnx", exported, "--turns", "vad"]) == 1
-    code = TORCH_FREE_EXAMPLE.replace('"onnx"', repr(str(exported))).replace('"talk.wav"',
+    code = deployment_examples()[2].replace('"onnx"', repr(str(exported))).replace('"talk.wav"',
                                                                             repr(str(recordings / "talk44.wav")))
     code += "\nimport sys\nassert 'torch' not in sys.modules, 'the example imported torch'\n"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
