@@ -142,10 +142,11 @@ def test_the_speaking_turn_rows_time_the_detector_and_the_prediction(tmp_path):
     import soundfile as sf
 
     from bench.turns import bench_turns, write_copies
+    from deepemocluster.compute import inference_settings
 
     corpus = types.SimpleNamespace(root=str(tmp_path), norm_dir=os.path.join(ROOT, "NormTerm"))
     args = types.SimpleNamespace(turns_minutes=1, model_type="Temp-Triplet", num_clusters=10, precision="fp32")
-    result = bench_turns(corpus, args, torch.device("cpu"), 1, False)
+    result = bench_turns(corpus, args, inference_settings("cpu", "fp32"), 1)
     assert result["turns"] >= 5 and 55 <= result["seconds"] <= 60
     assert result["detector"][0] > 0 and result["prediction"][0] > 0 and result["share"] > 0
     copies = write_copies(result["wav"], str(tmp_path / "three.wav"), 3)
