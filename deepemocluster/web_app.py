@@ -138,7 +138,7 @@ def serve(args, temp_dir):
     try:
         page.launch(server_name=args.host, server_port=args.port, share=False, theme=theme, js=web_live.CAPTURE_SCRIPT,
                     max_file_size=int(args.max_file_mb * BYTES_PER_MB), ssr_mode=False,
-                    show_error=True, quiet=True, inbrowser=False, mcp_server=False,
+                    show_error=True, quiet=True, inbrowser=False, mcp_server=False, run_history=False,
                     prevent_thread_lock=True)
     except OSError as err:
         raise UserError(f"cannot serve on {args.host}:{args.port} ({err}): pick another --port") from None

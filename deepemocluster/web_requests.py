@@ -4,6 +4,8 @@ models loaded at start, as a table, a plot and a CSV; an upload deleted once its
 Everything here runs in the server's worker threads, several at once (--concurrency): one
 Predictor serves them all.
 """
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
@@ -45,6 +47,26 @@ def shown(table):
     """The table as the page shows it: scores and seconds to SHOWN_DECIMALS (the data, and the
     API's answer, keep every digit)."""
     return table.style.format(precision=SHOWN_DECIMALS)
+
+
+def c_library():
+    """The C library, where it has glibc's malloc_trim; else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+LIBC = c_library()
+
+
+def return_freed_memory():
+    """Give the memory a request freed back to the system: glibc keeps freed blocks of its heap
+    (a request's audio and features) for reuse, and the server's resident memory would creep up
+    from request to request."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
 
 
 class Notes(threading.local):
@@ -155,6 +177,7 @@ class Recordings:
             with self.lock:
                 self.running -= 1
             self.uploads.release(path)
+            return_freed_memory()
         LOG.info("predicted %s: %d turn(s) in %.1f s (%d request(s) running)",
                  name, len(table), time.time() - t0, running)
         return table, turn_figure(table, f"{name}: {self.title}", self.band), self.write_csv(table, name), notes
@@ -171,7 +194,7 @@ class Recordings:
 
 def check_whole(path):
     """A UserError for an audio file cut short, which its decoder would read without complaint:
-    a WAV (or AIFF) whose header promises more audio than the file holds, an Ogg stream without
+    a WAV whose header promises more audio than the file holds, an Ogg stream without
     its last page. Placeholder lengths of files written while streaming are no promise."""
     import soundfile as sf
 
