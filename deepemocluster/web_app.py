@@ -122,6 +122,7 @@ def build_page(recordings, live):
 def serve(args, temp_dir):
     """Load the models, build the page and serve it until interrupted."""
     import gradio as gr
+    from starlette.middleware import Middleware
 
     predictor = load_predictor(args)
     uploads = web_requests.UploadCount()
@@ -131,15 +132,15 @@ def serve(args, temp_dir):
     recordings.warm_up()
     web_requests.LOG.info("models loaded: %s", recordings.title)
     page = build_page(recordings, web_live.LiveMode(recordings))
-    page.upload_file_set = uploads
-    page.temp_file_sets[0] = uploads
+    uploads.watch(page)
     page.queue(default_concurrency_limit=args.concurrency)
     theme = gr.themes.Default(font=SYSTEM_FONTS[0], font_mono=SYSTEM_FONTS[1])
+    refused = Middleware(web_requests.LogRefusedUploads, max_file_mb=args.max_file_mb)
     try:
-        page.launch(server_name=args.host, server_port=args.port, share=False, theme=theme, js=web_live.CAPTURE_SCRIPT,
-                    max_file_size=int(args.max_file_mb * BYTES_PER_MB), ssr_mode=False,
-                    show_error=True, quiet=True, inbrowser=False, mcp_server=False, run_history=False,
-                    prevent_thread_lock=True)
+        page.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False,
+                    max_file_size=int(args.max_file_mb * BYTES_PER_MB), theme=theme, js=web_live.CAPTURE_SCRIPT,
+                    ssr_mode=False, mcp_server=False, run_history=False, show_error=True, quiet=True,
+                    app_kwargs={"middleware": [refused]}, prevent_thread_lock=True)
     except OSError as err:
         raise UserError(f"cannot serve on {args.host}:{args.port} ({err}): pick another --port") from None
     web_requests.LOG.info("serving on http://%s:%d (queue: %d at once, uploads up to %g MiB)",

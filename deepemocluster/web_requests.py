@@ -26,6 +26,8 @@ LOG = logging.getLogger("deepemocluster.app")
 TABLE_KEEP_SECONDS = 3600        # a CSV offered for download is removed after this
 SHOWN_DECIMALS = 3
 WARM_UP_SECONDS = 2.0            # audio predicted once at start, so that the first request is not slower
+UPLOAD_ROUTE = "/upload"
+REQUEST_TOO_LARGE = 413
 STREAMING_PLACEHOLDER_BYTES = 0x7FFFFFFF   # a data length from here up stands for "unknown"
 
 
@@ -112,6 +114,11 @@ class UploadCount(set):
                     self.pending[str(path)] = self.pending.get(str(path), 0) + 1
             super().update(*paths)
 
+    def watch(self, page):
+        """Stand in for the page's own set of uploads, which its upload route fills."""
+        page.upload_file_set = self
+        page.temp_file_sets[0] = self
+
     def release(self, path):
         """One request is done with `path`: delete it (and its cache folder, once empty) unless
         another upload of the same file awaits its request."""
@@ -190,6 +197,28 @@ class Recordings:
         path = os.path.join(folder, os.path.splitext(name)[0] + "_turns.csv")
         table.to_csv(path, index=False)
         return path
+
+
+class LogRefusedUploads:
+    """ASGI middleware: an upload the server refuses (over --max-file-mb, or not a form) is
+    logged as one line; the web framework answers it without a word in the log."""
+
+    def __init__(self, app, max_file_mb):
+        self.app = app
+        self.max_file_mb = max_file_mb
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].endswith(UPLOAD_ROUTE):
+            return await self.app(scope, receive, send)
+
+        async def logged(message):
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                reason = (f"over --max-file-mb {self.max_file_mb:g} MiB" if message["status"] == REQUEST_TOO_LARGE
+                          else f"HTTP {message['status']}")
+                LOG.warning("refused an upload from %s: %s", (scope.get("client") or ("?",))[0], reason)
+            await send(message)
+
+        return await self.app(scope, receive, logged)
 
 
 def check_whole(path):

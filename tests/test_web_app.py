@@ -162,6 +162,7 @@ def test_broken_and_too_large_uploads_get_an_error_and_the_server_goes_on(server
     with pytest.raises(ValueError, match="exceeds the maximum file size"):
         client.predict(handle_file(str(big)), api_name="/predict")
     assert upload_status(server.url, big) == (413, f"File size exceeded maximum allowed size of {MAX_FILE_MB * 2 ** 20} bytes.")
+    assert server.log().count(f"refused an upload from 127.0.0.1: over --max-file-mb {MAX_FILE_MB} MiB") == 1
     assert_same_turns(api_table(client, recording)[0], command_table)
 
 
