@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from deepemocluster.disk_space import require_room
-from deepemocluster.features import chunk_turn, is_whole_turn_chunked, normalise_features, short_turn_warning
+from deepemocluster.features import chunk_turn, is_whole_turn_chunked, short_turn_warning
 from deepemocluster.labels import feature_paths, read_labels
 from utils import (CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, N_MELS, ProcessError, UserError,
                    atomic_path, human_size, load_mat, progress)
@@ -42,14 +42,14 @@ def load_features(path):
     return feat
 
 
-def cache_key(paths, mean, std, dtype):
-    """Identifies the inputs of a cache: the files (name, size, mtime), NormTerm, dtype."""
+def cache_key(paths, feature_norm, dtype):
+    """Identifies the inputs of a cache: the files (name, size, mtime), NormTerm (features.FeatureNorm), dtype."""
     h = hashlib.sha1()
     for p in paths:
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    h.update(np.asarray(mean, dtype=np.float64).tobytes())
-    h.update(np.asarray(std, dtype=np.float64).tobytes())
+    h.update(np.asarray(feature_norm.mean, dtype=np.float64).tobytes())
+    h.update(np.asarray(feature_norm.std, dtype=np.float64).tobytes())
     h.update(dtype.encode())
     h.update(CACHE_FORMAT.encode())
     return h.hexdigest()[:16]
@@ -142,8 +142,9 @@ class ChunkCache:
         return out
 
     @classmethod
-    def build(cls, path, paths, mean, std, dtype="float32", desc="caching chunks"):
-        """Read, normalise and chunk every file once; stream the chunks into `path`."""
+    def build(cls, path, paths, feature_norm, dtype="float32", desc="caching chunks"):
+        """Read, normalise (features.FeatureNorm) and chunk every file once; stream the chunks
+        into `path`."""
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
                   "shape": (len(paths),) + TURN_SHAPE}
         frames = []
@@ -153,7 +154,7 @@ class ChunkCache:
                 for p in progress(paths, desc=desc, unit="turn"):
                     feat = load_features(p)
                     frames.append(int(feat.shape[0]))
-                    chunks = chunk_turn(normalise_features(feat, mean, std))
+                    chunks = chunk_turn(feature_norm.apply(feat))
                     f.write(chunks.astype(dtype).tobytes())
             meta = {"files": [os.path.basename(p) for p in paths], "frames": frames}
             meta_path = path[:-len(".npy")] + ".json"
@@ -163,10 +164,10 @@ class ChunkCache:
         return cls(path)
 
     @classmethod
-    def open_or_build(cls, cache_dir, name, paths, mean, std, dtype="float32", build=True):
+    def open_or_build(cls, cache_dir, name, paths, feature_norm, dtype="float32", build=True):
         """The cache of these inputs, built if there is none. With `build` False (the other
         processes of a torchrun run, after rank 0 built it) a missing cache is an error."""
-        key = cache_key(paths, mean, std, dtype)
+        key = cache_key(paths, feature_norm, dtype)
         path = os.path.join(cache_dir, f"{name}_{key}.npy")
         if os.path.isfile(path) and os.path.isfile(path[:-4] + ".json"):
             return cls(path)
@@ -174,7 +175,7 @@ class ChunkCache:
             raise ProcessError(f"cannot see the chunk cache {path} that rank 0 built: across "
                                "machines, --cache-dir must be a folder that every machine sees")
         check_cache_room(cache_dir, name, len(paths), dtype)
-        return cls.build(path, paths, mean, std, dtype, desc=f"caching {name} chunks")
+        return cls.build(path, paths, feature_norm, dtype, desc=f"caching {name} chunks")
 
 
 class LabelledTurns:
@@ -193,8 +194,8 @@ class LabelledTurns:
         self.label_std = norm[f"{emotion}_std"]
         self.norm_labels = ((self.labels - self.label_mean) / self.label_std).astype(np.float32)
         paths = feature_paths(feat_dir, self.stems)
-        self.cache = ChunkCache.open_or_build(cache_dir, split, paths, norm["feat_mean"],
-                                              norm["feat_std"], cache_dtype, build_cache)
+        self.cache = ChunkCache.open_or_build(cache_dir, split, paths, norm["features"], cache_dtype,
+                                              build_cache)
         short = self.cache.short_turns()
         frames = self.cache.meta["frames"]
         self.whole_turns = [i for i in short if whole_short_turns and is_whole_turn_chunked(frames[i])]
@@ -208,16 +209,16 @@ class LabelledTurns:
         return len(self.stems)
 
 
-def batches(cache, order, batch_size, labels=None, prefetch=2, pin=None, part=None):
+def batches(cache, order, batch_size, labels=None, prefetch=2, device=None, part=None):
     """Yield (index array, chunks tensor[, labels tensor]) for whole turns in `order`.
 
     `part` maps each batch's turns to the ones this process reads (under torchrun, its share
     of the batch, which may be empty). A background thread reads the next batches from the
-    cache while the model computes on the current one; with CUDA the chunks come in pinned
-    memory, so the copy to the GPU can overlap.
+    cache while the model computes on the current one; for a CUDA `device` (the run's) the
+    chunks come in pinned memory, so the copy to the GPU can overlap. Any other device pins
+    nothing: pinning makes a CUDA context, which a CPU run on a GPU machine must not.
     """
-    if pin is None:
-        pin = torch.cuda.is_available()
+    pin = device is not None and device.type == "cuda"
     order = np.asarray(order)
     spans = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if part is not None:

@@ -107,10 +107,11 @@ def constant(name, value, dtype):
     return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
 
 
-def front_end(feat_mean, feat_std):
+def front_end(feature_norm):
     """Nodes and constants from the raw mel spectrogram "mel" (T, 128) to the network's
-    "chunks" (1, 11, L, 128), as features.normalise_features and chunk_turn(whole_short_turns=True)."""
-    consts = [constant("feat_mean", feat_mean, np.float64), constant("feat_std", feat_std, np.float64),
+    "chunks" (1, 11, L, 128), as features.FeatureNorm.apply and chunk_turn(whole_short_turns=True)."""
+    consts = [constant("feat_mean", feature_norm.mean, np.float64),
+              constant("feat_std", feature_norm.std, np.float64),
               constant("zero_f64", 0.0, np.float64), constant("clip_low", -CLIP_VALUE, np.float64),
               constant("clip_high", CLIP_VALUE, np.float64),
               constant("zero", 0, np.int64), constant("one", 1, np.int64), constant("axis0", [0], np.int64),
@@ -183,7 +184,7 @@ def in_scope(scope, nodes, consts):
 
 def turn_model(network, norm, emotion, metadata):
     """The whole graph: front end, network, back end, with the metadata and a doc string."""
-    front, front_consts = in_scope("front_end", *front_end(norm["feat_mean"], norm["feat_std"]))
+    front, front_consts = in_scope("front_end", *front_end(norm["features"]))
     back, back_consts = in_scope("back_end", *back_end(norm[f"{emotion}_mean"], norm[f"{emotion}_std"]))
     net = network.graph
     graph = helper.make_graph(
@@ -225,7 +226,7 @@ def model_metadata(args, emotion, clusters, unlabel, checkpoint, norm):
             "epochs": str(args.epochs), "batch": str(args.batch_size),
             "checkpoint": os.path.basename(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
             **FEATURE_SETTINGS,
-            "feature_norm_sha256": feature_norm_digest(norm["feat_mean"], norm["feat_std"]),
+            "feature_norm_sha256": feature_norm_digest(norm["features"]),
             "label_mean": repr(norm[f"{emotion}_mean"]), "label_std": repr(norm[f"{emotion}_std"]),
             "citation": CITATION}
     if args.release:

@@ -28,12 +28,12 @@ from deepemocluster.features import load_norm_term
 from deepemocluster.labels import validation_split
 from model import (ARCH, build_model, evaluate, evaluation_copy, released_state_dict, triplet_indices,
                    triplet_loss)
-from deepemocluster.training_files import (RUN_FILES, Run, epoch_count, plot_trends, resume_state, run_title,
-                                           save_epoch_state)
+from deepemocluster.training_files import (RUN_FILES, TrainingFiles, TrainingState, epoch_count, plot_trends,
+                                           resume_state, run_title, save_epoch_state, where_it_ran)
 from deepemocluster.compute import (COMPILE_MIN_BATCHES, COMPILE_MODES, autocast, configure_backends,
                      seed_everything, use_channels_last, use_compile)
-from utils import (AGAIN, CHUNKS_PER_TURN, TRAIN_SPLIT, UserError, add_model_args, at_least, ccc_loss,
-                   progress, run_cli, save_torch, sentence_uniform_sample)
+from utils import (CHUNKS_PER_TURN, FREE_SPACE_AND_RERUN, TRAIN_SPLIT, UserError, add_model_args, at_least,
+                   ccc_loss, progress, run_cli, save_torch, sentence_uniform_sample)
 
 SGD_LR = 0.001
 ADAM_LR = 0.0005
@@ -99,9 +99,9 @@ def compute_chunk_features(model, cache, batch_size, settings, desc="features"):
     out = (np.empty((len(cache) * CHUNKS_PER_TURN, model.classifier[0].out_features), np.float32)
            if settings.is_main else None)
     for step, (idx, chunks) in enumerate(progress(
-            batches(cache, order, batch_size, part=share_of(settings)),
+            batches(cache, order, batch_size, device=settings.device, part=share_of(settings)),
             desc=desc, total=-(-len(cache) // batch_size), leave=False)):
-        cluster, _, _ = evaluate(model, chunks, settings.device, settings.bf16)
+        cluster, _, _ = evaluate(model, chunks, settings)
         if settings.distributed:
             cluster = gather_turns(cluster, len(batch_span(order, step, batch_size)), settings,
                                    CHUNKS_PER_TURN)
@@ -134,19 +134,20 @@ def make_optimizers(model):
     return torch.optim.SGD(params, lr=SGD_LR), torch.optim.Adam(params, lr=ADAM_LR)
 
 
-def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, settings,
-                    labels=None, triplet_gen=None, epoch=0, desc="train"):
-    """Joint training over the sampled turns; returns the mean loss over batches.
+def train_one_epoch(state, cache, drawn, assignment, batch_size, settings, labels=None, desc="train"):
+    """Joint training of the model of `state` (TrainingState, in its epoch state.epoch) over the
+    sampled turns; returns the mean loss over batches.
 
     With `labels` None only the cluster path trains (cross-entropy [+ triplet]),
-    the regression head frozen: the unsupervised stage of the semi-supervised variant.
+    the regression head frozen: the unsupervised stage of the semi-supervised variant, which
+    steps SGD but not Adam, as the authors' release does (method §6).
     Under torchrun each process trains on its share of every batch, the loss that of the
     whole batch (global_batch_loss), the model under DistributedDataParallel.
     """
-    device = settings.device
+    device, model, epoch, triplet_gen = settings.device, state.model, state.epoch, state.triplet_gen
     model.train()
     top_opt = torch.optim.SGD(model.top_layer_class.parameters(), lr=TOP_LAYER_LR)
-    all_opts = list(optimizers) + [top_opt]
+    all_opts = list(state.optimizers if labels is not None else state.optimizers[:1]) + [top_opt]
     frozen = [] if labels is not None else \
         list(model.emo_regressor.parameters()) + list(model.top_layer_attri.parameters())
     for p in frozen:
@@ -155,8 +156,8 @@ def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, set
     total, n = 0.0, 0
     try:
         net = distributed.wrap(model, settings)
-        bar = progress(batches(cache, drawn, batch_size, labels, part=share_of(settings)), desc=desc,
-                       total=-(-len(drawn) // batch_size), leave=False)
+        bar = progress(batches(cache, drawn, batch_size, labels, device=device, part=share_of(settings)),
+                       desc=desc, total=-(-len(drawn) // batch_size), leave=False)
         for step, item in enumerate(bar):
             idx, chunks = item[0], item[1].to(device, non_blocking=True)
             target = pseudo[idx].reshape(-1).to(device)
@@ -185,6 +186,7 @@ def train_one_epoch(model, cache, drawn, assignment, optimizers, batch_size, set
             for opt in all_opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.wait_for_gradients(settings)
             for opt in all_opts:
                 opt.step()
             total += whole.item()
@@ -223,9 +225,10 @@ def validate(model, data, batch_size, settings, rng):
     order = rng.permutation(len(data))
     losses = []
     for step, (_, chunks, y) in enumerate(progress(
-            batches(data.cache, order, batch_size, data.norm_labels, part=share_of(settings)),
+            batches(data.cache, order, batch_size, data.norm_labels, device=settings.device,
+                    part=share_of(settings)),
             desc="validation", total=-(-len(order) // batch_size), leave=False)):
-        _, attri, _ = evaluate(model, chunks, settings.device, settings.bf16)
+        _, attri, _ = evaluate(model, chunks, settings)
         if settings.distributed:
             span = batch_span(order, step, batch_size)
             attri = gather_turns(attri, len(span), settings)
@@ -238,18 +241,18 @@ def validate(model, data, batch_size, settings, rng):
 def unlabelled_pool(args, norm, build_cache=True):
     """The N unlabelled turns of the pool, chunked into a cache."""
     files = unlabelled_files(args.unlabeled_features, args.unlabel_size, args.num_clusters)
-    return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", files, norm["feat_mean"],
-                                    norm["feat_std"], args.cache_dtype, build_cache)
+    return ChunkCache.open_or_build(args.cache_dir, "Unlabeled", files, norm["features"], args.cache_dtype,
+                                    build_cache)
 
 
 # --- the training run --------------------------------------------------------------------
 def train(args):
     """One training run: in this process, or under torchrun in each of its processes."""
     settings = distributed.setup(args.device, args.precision, args.dist_backend, args.dist_timeout)
-    run = Run(args)
-    with distributed.stopping_cleanly(settings, run.resume):
-        train_run(args, settings, run)
-    return run
+    files = TrainingFiles.from_args(args)
+    with distributed.stopping_cleanly(settings, files.resume):
+        train_run(args, settings, files)
+    return files
 
 
 def load_data(args, settings):
@@ -292,90 +295,91 @@ def build_training_model(args, settings, n_train):
     return model, compiled
 
 
-def where_it_runs(settings, compiled):
-    """The start-up line's account of the device, precision and processes."""
-    precision = f"{'bf16' if settings.bf16 else 'fp32'}{', compiled encoder' if compiled else ''}"
-    if not settings.distributed:
-        return f"on {settings.device} ({precision})"
-    return (f"on {settings.world_size} processes ({settings.backend}, {settings.device.type}, "
+def where_it_runs(place):
+    """The start-up line's account of the device, precision and processes (where_it_ran's record)."""
+    precision = f"{place['precision']}{', compiled encoder' if place['compiled'] else ''}"
+    if place["backend"] is None:
+        return f"on {place['device']} ({precision})"
+    return (f"on {place['processes']} processes ({place['backend']}, {place['device']}, "
             f"{precision}), each taking its share of every batch")
 
 
-def train_run(args, settings, run):
-    configure_backends(settings.device, settings.bf16)
+def fresh_state(model, seed, model_type):
+    """The TrainingState of a run before its first epoch: the model, its optimisers, and the
+    random streams from `seed` (--seed; the triplets' for Temp-Triplet only)."""
+    triplet_gen = torch.Generator().manual_seed(seed) if model_type == "Temp-Triplet" else None
+    return TrainingState(model, make_optimizers(model), np.random.default_rng(seed), triplet_gen)
+
+
+def train_run(args, settings, files):
+    configure_backends(settings.device)
     seed_everything(args.seed)
-    rng = np.random.default_rng(args.seed)
-    triplet_gen = torch.Generator().manual_seed(args.seed) if args.model_type == "Temp-Triplet" else None
-    run.check_not_taken(args.resume, args.overwrite)
+    files.check_not_taken(args.resume, args.overwrite)
     distributed.check_batch(args.batch_size, settings.world_size)
     train_set, val_set, unlabelled = load_data(args, settings)
     model, compiled = build_training_model(args, settings, len(train_set))
-    optimizers = make_optimizers(model)
-    history = {"train_loss": [], "unsup_loss": [], "val_loss": [], "nmi": [], "seconds": []}
-    cluster_log, best, start = [], float("inf"), 0
+    place = where_it_ran(settings, compiled)
+    state = fresh_state(model, args.seed, args.model_type)
     if args.resume:
-        start, best, history, cluster_log = resume_state(run, model, optimizers, rng, triplet_gen)
-        settings.log(f"resuming {run.checkpoint} after epoch {start}")
-    check_training_room(args.model_dir, run.files(), model, len(train_set), args.epochs)
+        resume_state(files, state)
+        settings.log(f"resuming {files.checkpoint} after epoch {state.epoch}")
+    check_training_room(args.model_dir, files.paths(), model, len(train_set), args.epochs)
 
     settings.log(f"training {args.model_type} for {args.emo_attr}: {len(train_set)} Train, {len(val_set)} "
                  f"{val_set.split} turns, {args.num_clusters} clusters, {epoch_count(args.epochs)}, batch "
                  f"{args.batch_size}{', ' + str(args.unlabel_size) + ' unlabelled turns' if unlabelled else ''}, "
-                 f"{where_it_runs(settings, compiled)}")
-    for epoch in range(start, args.epochs):
+                 f"{where_it_runs(place)}")
+    for epoch in range(state.epoch, args.epochs):
         t0 = time.time()
         unsup_loss = None
         if unlabelled is not None:
-            unsup_loss = unsupervised_stage(model, unlabelled, optimizers, args, settings, rng,
-                                            triplet_gen, epoch)
+            unsup_loss = unsupervised_stage(state, unlabelled, args, settings)
         # Steps 1–4: cluster head off, chunk features, k-means pseudo-labels.
         model.remove_cluster_head()
         feats = compute_chunk_features(model, train_set.cache, args.batch_size, settings)
-        assignment = cluster_chunks(feats, args.num_clusters, rng, settings)
+        assignment = cluster_chunks(feats, args.num_clusters, state.rng, settings)
         # Step 5: sentence-level uniform sampling of whole turns.
-        drawn = sentence_uniform_sample(assignment, args.num_clusters, rng)
+        drawn = sentence_uniform_sample(assignment, args.num_clusters, state.rng)
         # Steps 6–7: fresh cluster head, joint training.
         model.restore_cluster_head()
-        train_loss = train_one_epoch(model, train_set.cache, drawn, assignment, optimizers,
-                                     args.batch_size, settings, train_set.norm_labels,
-                                     triplet_gen, epoch, desc=f"epoch {epoch + 1}")
+        train_loss = train_one_epoch(state, train_set.cache, drawn, assignment, args.batch_size, settings,
+                                     train_set.norm_labels, desc=f"epoch {epoch + 1}")
         # Step 8: NMI against the previous epoch's clustering.
-        epoch_nmi = nmi(cluster_log[-1], assignment) if cluster_log else None
-        cluster_log.append(assignment.astype(np.int32))
+        epoch_nmi = nmi(state.cluster_log[-1], assignment) if state.cluster_log else None
+        state.cluster_log.append(assignment.astype(np.int32))
         # Step 9: validation; checkpoint at the first epoch and on improvement.
-        val_loss = validate(model, val_set, args.batch_size, settings, rng)
-        improved = epoch == 0 or val_loss < best
+        val_loss = validate(model, val_set, args.batch_size, settings, state.rng)
+        improved = epoch == 0 or val_loss < state.best
         if improved:
-            best = val_loss
-        for key, value in (("train_loss", train_loss), ("unsup_loss", unsup_loss),
-                           ("val_loss", val_loss), ("nmi", epoch_nmi), ("seconds", time.time() - t0)):
-            history[key].append(value)
+            state.best = val_loss
+        state.end_epoch(train_loss=train_loss, unsup_loss=unsup_loss, val_loss=val_loss, nmi=epoch_nmi,
+                        seconds=time.time() - t0, ran_on=place)
         if settings.is_main:
             if improved:
-                save_torch(run.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})
-            save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen)
+                save_torch(files.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})
+            save_epoch_state(files, state)
         settings.log(f"epoch {epoch + 1}/{args.epochs}  train loss {train_loss:.4f}"
                      f"{f'  unsupervised loss {unsup_loss:.4f}' if unsup_loss is not None else ''}"
                      f"  val CCC loss {val_loss:.4f}  NMI {'-' if epoch_nmi is None else f'{epoch_nmi:.3f}'}"
                      f"  {time.time() - t0:.0f}s{'  saved' if improved else ''}", flush=True)
     if settings.is_main:
-        plot_trends(history, run, run_title(args))
-    settings.log(f"best validation CCC loss {best:.4f}\ncheckpoint: {run.checkpoint}\n"
-                 f"cluster log: {run.cluster_log}\nhistory: {run.history}\n"
-                 f"plots: {run.nmi_val_plot}, {run.train_plot}")
+        plot_trends(state.history, files, run_title(args))
+    settings.log(f"best validation CCC loss {state.best:.4f}\ncheckpoint: {files.checkpoint}\n"
+                 f"cluster log: {files.cluster_log}\nhistory: {files.history}\n"
+                 f"plots: {files.nmi_val_plot}, {files.train_plot}")
 
 
-def unsupervised_stage(model, pool, optimizers, args, settings, rng, triplet_gen, epoch):
+def unsupervised_stage(state, pool, args, settings):
     """Semi-supervised variant: cluster the unlabelled turns and train the cluster path only,
-    stepping the model's SGD and the fresh top-layer SGD (not Adam)."""
+    stepping the model's SGD and the fresh top-layer SGD (not Adam; train_one_epoch)."""
+    model = state.model
     model.remove_cluster_head()
     feats = compute_chunk_features(model, pool, args.batch_size, settings, desc="unlabelled features")
-    assignment = cluster_chunks(feats, args.num_clusters, rng, settings)
-    drawn = sentence_uniform_sample(assignment, args.num_clusters, rng)
+    assignment = cluster_chunks(feats, args.num_clusters, state.rng, settings)
+    drawn = sentence_uniform_sample(assignment, args.num_clusters, state.rng)
     model.restore_cluster_head()
-    sgd = optimizers[0]   # the authors' release: Adam does not step in this stage (method §6)
-    return train_one_epoch(model, pool, drawn, assignment, [sgd], args.batch_size, settings,
-                           None, triplet_gen, epoch, desc=f"epoch {epoch + 1} unlabelled")
+    return train_one_epoch(state, pool, drawn, assignment, args.batch_size, settings,
+                           desc=f"epoch {state.epoch + 1} unlabelled")
 
 
 def after_full_disk(err):
@@ -388,7 +392,7 @@ def after_full_disk(err):
     if stem and os.path.isfile(stem + RUN_FILES["checkpoint"]):
         return ("Free space, then run the same command again with --overwrite: the first epoch's "
                 "checkpoint was saved, but not its resume state.")
-    return AGAIN
+    return FREE_SPACE_AND_RERUN
 
 
 def main(argv=None):

@@ -388,32 +388,36 @@ def turns_per_pass(model, device, turns):
 
 
 @torch.no_grad()
-def evaluate(model, chunks, device, bf16=False):
-    """model(chunks) in evaluation mode, run in passes of turns_per_pass turns: the outputs
-    equal one pass over all the turns (each turn is independent in evaluation mode). No turns
-    (a process's empty share of a batch) give empty outputs."""
+def evaluate(model, chunks, settings):
+    """model(chunks) in evaluation mode on the device and at the precision of `settings`
+    (compute.Settings), run in passes of turns_per_pass turns: the outputs equal one pass over
+    all the turns (each turn is independent in evaluation mode). No turns (a process's empty
+    share of a batch) give empty outputs."""
     from deepemocluster.compute import autocast
 
+    device = settings.device
     step = max(1, turns_per_pass(model, device, len(chunks)))
     outs = []
     for i in range(0, max(1, len(chunks)), step):
-        with autocast(device, bf16):
+        with autocast(device, settings.bf16):
             outs.append(model(chunks[i:i + step].to(device, non_blocking=True)))
     return tuple(torch.cat(part) for part in zip(*outs))
 
 
 @torch.no_grad()
-def predict_batch(models, chunks, device, bf16=False, embeddings=False):
-    """Each model's turn predictions (normalised scale) for one batch of chunked turns;
-    with `embeddings`, (predictions, 256-d turn embeddings) per model."""
+def predict_batch(models, chunks, settings, embeddings=False):
+    """Each model's turn predictions (normalised scale) for one batch of chunked turns, on the
+    device and at the precision of `settings` (compute.inference_settings); with `embeddings`,
+    (predictions, 256-d turn embeddings) per model."""
     from deepemocluster.compute import autocast
 
+    device = settings.device
     out = []
     for model in models:
         step = turns_per_pass(model, device, len(chunks))
         parts = []
         for i in range(0, len(chunks), step):
-            with autocast(device, bf16):
+            with autocast(device, settings.bf16):
                 result = model.predict_turns(chunks[i:i + step].to(device, non_blocking=True), embeddings)
             parts.append(tuple(r.float().cpu() for r in result) if embeddings else (result.float().cpu(),))
         joined = [torch.cat(p).numpy() for p in zip(*parts)]

@@ -16,7 +16,7 @@ import numpy as np
 
 from dataloader import load_features
 from deepemocluster.corpus import FEATURES_DIR, LABELS_CSV, NORM_DIR
-from deepemocluster.features import norm_files
+from deepemocluster.features import FeatureNorm, norm_files
 from deepemocluster.labels import feature_paths, read_labels
 from utils import EMOTIONS, NORM_VAR, N_MELS, UserError, atomic_path, load_mat, progress, run_cli, write_mat
 
@@ -53,7 +53,7 @@ def feature_mean_std(paths):
 def compute_norm_term(labels_csv, features_dir):
     stems, labels = read_labels(labels_csv, "Train", EMOTIONS)
     mean, std = feature_mean_std(feature_paths(features_dir, stems))
-    term = {"feat_mean": mean, "feat_std": std}
+    term = {"features": FeatureNorm(mean, std)}
     for emo in EMOTIONS:
         term[f"{emo}_mean"] = float(np.mean(labels[emo]))
         term[f"{emo}_std"] = float(np.std(labels[emo]))
@@ -65,8 +65,11 @@ def save_norm_term(term, norm_dir):
     into place only once all are whole (a full disk leaves the old set, not a mix). A file
     that already holds the same values is left as it is."""
     paths = norm_files(norm_dir)
+    features = term["features"]
+    values = {"feat_mean": features.mean, "feat_std": features.std,
+              **{key: value for key, value in term.items() if key != "features"}}
     with ExitStack() as renames:
-        for key, value in term.items():
+        for key, value in values.items():
             value = np.asarray(value, dtype=np.float64).reshape(1, -1)
             if os.path.isfile(paths[key]):
                 try:

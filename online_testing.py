@@ -17,7 +17,7 @@ from deepemocluster.features import load_norm_term
 from deepemocluster.labels import read_labels
 from model import checkpoint_name, load_model, predict_batch, prepare_for_inference
 from deepemocluster.model_flags import add_release_flag, apply_release
-from deepemocluster.compute import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last
+from deepemocluster.compute import configure_backends, inference_settings, seed_everything, use_channels_last
 from utils import TEST_SPLIT, add_model_args, ccc_metric, progress, run_cli, save_json
 
 TEST_BATCH = 64
@@ -42,26 +42,25 @@ def parse_args(argv=None):
 def test_ccc(args):
     """(CCC, de-normalised predictions, labels) of the matching checkpoint on a split."""
     seed_everything(args.seed)
-    device = pick_device(args.device)
-    bf16 = use_bf16(args.precision, device, training=False)
-    configure_backends(device, bf16)
+    settings = inference_settings(args.device, args.precision)
+    configure_backends(settings.device)
     read_labels(args.labels, args.split, (args.emo_attr,))   # a split without labels stops here
     norm = load_norm_term(args.norm_dir, (args.emo_attr,), args.labels, args.features)
     name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
                            args.model_type, args.unlabel_size)
     model = load_model(os.path.join(args.model_dir, name), args.model_type, args.num_clusters)
-    model = prepare_for_inference(model, device, use_channels_last(args.precision))
+    model = prepare_for_inference(model, settings.device, use_channels_last(args.precision))
     data = LabelledTurns(args.split, args.labels, args.features, norm, args.emo_attr,
                          args.cache_dir, args.cache_dtype, whole_short_turns=True)
     pred = np.empty(len(data))
     whole = set(data.whole_turns)
     order = np.array([i for i in range(len(data)) if i not in whole], dtype=np.int64)
-    for idx, chunks in progress(batches(data.cache, order, TEST_BATCH), desc=args.split,
+    for idx, chunks in progress(batches(data.cache, order, TEST_BATCH, device=settings.device), desc=args.split,
                                 total=-(-len(order) // TEST_BATCH), leave=False):
-        pred[idx] = predict_batch([model], chunks, device, bf16)[0]
+        pred[idx] = predict_batch([model], chunks, settings)[0]
     for i in data.whole_turns:   # 53–61 frames: every chunk the whole turn (method §4)
         chunks = torch.from_numpy(data.cache.read_unpadded(i))
-        pred[i] = predict_batch([model], chunks, device, bf16)[0][0]
+        pred[i] = predict_batch([model], chunks, settings)[0][0]
     pred = pred * data.label_std + data.label_mean
     return ccc_metric(pred, data.labels), pred, data.labels
 

@@ -201,7 +201,7 @@ def settings_from_args(args):
     else:
         slots = parse_devices(args.devices) if args.devices else ("cpu",) * (args.jobs or 1)
         threads = max(1, usable_cores() // len(slots))
-    s = Settings(
+    settings = Settings(
         types=parse_list(args.model_type, "-mt", allowed=TEMPORAL_TYPES),
         emotions=parse_list(args.emo_attr, "-emo", allowed=EMOTIONS),
         clusters=parse_list(args.num_clusters, "-nc", int, minimum=2),
@@ -215,17 +215,17 @@ def settings_from_args(args):
         cache_dir=os.path.abspath(args.cache_dir), val_split=args.val_split, split=args.split,
         out=os.path.abspath(args.out),
         slots=slots, threads=threads, slurm=slurm, processes=processes)
-    return s
+    return settings
 
 
-def grid(s):
+def grid(settings):
     """Every run of the sweep, seeds innermost."""
     runs = []
-    for mt, emo, k, n, prec, seed in itertools.product(s.types, s.emotions, s.clusters, s.unlabels,
-                                                       s.precisions, s.seeds):
-        name = f"{mt}_{emo}_K{k}_U{n}_{prec}_ep{s.epochs}_b{s.batch}_seed{seed}"
-        runs.append(Run(mt, emo, k, n, prec, seed, s.epochs, s.batch,
-                        os.path.join(s.out, "runs", name)))
+    for mt, emo, k, n, prec, seed in itertools.product(settings.types, settings.emotions, settings.clusters,
+                                                       settings.unlabels, settings.precisions, settings.seeds):
+        name = f"{mt}_{emo}_K{k}_U{n}_{prec}_ep{settings.epochs}_b{settings.batch}_seed{seed}"
+        runs.append(Run(mt, emo, k, n, prec, seed, settings.epochs, settings.batch,
+                        os.path.join(settings.out, "runs", name)))
     return runs
 
 
@@ -252,25 +252,25 @@ def hold_sweep_lock(out):
     return fd
 
 
-def sweep(s):
+def sweep(settings):
     """Run every unfinished run, writing results.csv and results.md after each; exit code."""
-    lock = hold_sweep_lock(s.out)
+    lock = hold_sweep_lock(settings.out)
     try:
-        runs = grid(s)
+        runs = grid(settings)
         commit = git_commit()
-        if s.slurm is not None:
-            return sweep_slurm.sweep(s, runs, commit, lambda figure=False: write_results(s, runs, figure),
-                                     asdict(s))
-        todo = [r for r in runs if plan(r, s.split) != "done"]
+        if settings.slurm is not None:
+            return sweep_slurm.sweep(settings, runs, commit,
+                                     lambda figure=False: write_results(settings, runs, figure), asdict(settings))
+        todo = [r for r in runs if plan(r, settings.split) != "done"]
         print(f"{len(runs)} run(s) in the grid: {len(runs) - len(todo)} already finished, "
-              f"{len(todo)} to run, {len(s.slots)} at a time "
-              f"({', '.join(s.slots)}; {s.threads} CPU thread(s) each); logs in "
-              f"{os.path.join(s.out, 'runs')}", flush=True)
-        write_results(s, runs)
-        failed = run_all(s, todo, commit, lambda: write_results(s, runs))
-        write_results(s, runs, figure=True)
+              f"{len(todo)} to run, {len(settings.slots)} at a time "
+              f"({', '.join(settings.slots)}; {settings.threads} CPU thread(s) each); logs in "
+              f"{os.path.join(settings.out, 'runs')}", flush=True)
+        write_results(settings, runs)
+        failed = run_all(settings, todo, commit, lambda: write_results(settings, runs))
+        write_results(settings, runs, figure=True)
         print(f"{len(todo) - len(failed)} run(s) finished, {len(failed)} failed\n"
-              f"results: {os.path.join(s.out, 'results.csv')}, results.md, results.png", flush=True)
+              f"results: {os.path.join(settings.out, 'results.csv')}, results.md, results.png", flush=True)
         for run, error in failed:
             print(f"failed: {run.name}: {error}", flush=True)
         return 1 if failed else 0
@@ -278,16 +278,16 @@ def sweep(s):
         os.close(lock)
 
 
-def write_results(s, runs, figure=False):
+def write_results(settings, runs, figure=False):
     """results.csv from the run folders, then results.md (and results.png)."""
-    rows = [row for row in (make_row(r, s) for r in runs) if row is not None]
-    path = os.path.join(s.out, "results.csv")
+    rows = [row for row in (make_row(r, settings) for r in runs) if row is not None]
+    path = os.path.join(settings.out, "results.csv")
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-    write_report(s.out, figure=figure)
+    write_report(settings.out, figure=figure)
 
 
 def settings_from_json(d, out):
@@ -303,10 +303,10 @@ def main(argv=None):
         out = os.path.abspath(args.report)
         recorded = sweep_slurm.recorded_settings(out)
         if recorded is not None:
-            s = settings_from_json(recorded, out)
-            runs = grid(s)
-            return sweep_slurm.report(s, runs, lambda figure=False: write_results(s, runs, figure),
-                                      asdict(s))
+            settings = settings_from_json(recorded, out)
+            runs = grid(settings)
+            return sweep_slurm.report(settings, runs,
+                                      lambda figure=False: write_results(settings, runs, figure), asdict(settings))
         write_report(out)
         print(f"report: {os.path.join(out, 'results.md')}, {os.path.join(out, 'results.png')}")
         return 0

@@ -67,10 +67,10 @@ def first_process_of_machine():
 
 
 PYTHON = ".venv/bin/python"          # the interpreter as the README names it, in the commands messages give
-AGAIN = "Free space, then run the same command again."
+FREE_SPACE_AND_RERUN = "Free space, then run the same command again."
 
 
-def run_cli(main, disk_full=AGAIN):
+def run_cli(main, disk_full=FREE_SPACE_AND_RERUN):
     """Run a script's main(), turning UserError into a message and exit 1. Under torchrun,
     an error that every process meets alike is shown once, by rank 0.
 
@@ -96,7 +96,7 @@ def run_cli(main, disk_full=AGAIN):
             raise
         where = f" writing {full.filename}" if full.filename else ""
         print(f"error: {DISK_FULL} ({full.strerror}){where}. "
-              f"{disk_full if isinstance(disk_full, str) else AGAIN}", file=sys.stderr)
+              f"{disk_full if isinstance(disk_full, str) else FREE_SPACE_AND_RERUN}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)
 
@@ -104,7 +104,7 @@ def run_cli(main, disk_full=AGAIN):
 # --- safe writing ---------------------------------------------------------------
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 DISK_FULL = "out of disk space"
-KEPT = "nothing half-written was kept"
+NOTHING_HALF_WRITTEN = "nothing half-written was kept"
 
 
 class DiskFullError(UserError):
@@ -118,7 +118,7 @@ class DiskFullError(UserError):
     def __str__(self):
         folder = os.path.dirname(self.path) or "."
         return (f"{DISK_FULL} ({self.reason}) writing {self.path}: {human_size(self.free)} free "
-                f"in {folder}{'; ' + KEPT if self.atomic else ''}")
+                f"in {folder}{'; ' + NOTHING_HALF_WRITTEN if self.atomic else ''}")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import main as train_main
 import online_testing
 from bench import EMOTION
 from bench.epoch import StageClock, cluster_and_sample, epoch_result, limit_turns
-from deepemocluster.features import chunk_starts, chunk_turn, extract_features, load_norm_term, normalise_features, pad_short_turn
+from deepemocluster.features import chunk_starts, chunk_turn, extract_features, load_norm_term, pad_short_turn
 from deepemocluster.labels import feature_paths, read_labels
 from model import build_model, load_model, triplet_indices, triplet_loss
 from deepemocluster.compute import Settings
@@ -22,15 +22,15 @@ from utils import CHUNKS_PER_TURN, EMOTIONS, FEATURE_VAR, FRAMES_PER_CHUNK, ccc_
 class PerChunkReader:
     """The original data path: every chunk re-reads its turn's .mat, normalises it and slices it."""
 
-    def __init__(self, paths, mean, std):
-        self.paths, self.mean, self.std = paths, mean, std
+    def __init__(self, paths, feature_norm):
+        self.paths, self.feature_norm = paths, feature_norm
 
     def __len__(self):
         return len(self.paths)
 
     def chunk(self, turn, i):
         feat = np.asarray(scipy.io.loadmat(self.paths[turn])[FEATURE_VAR], dtype=np.float32)
-        feat = pad_short_turn(normalise_features(feat, self.mean, self.std))
+        feat = pad_short_turn(self.feature_norm.apply(feat))
         start = chunk_starts(feat.shape[0])[i]
         return feat[start:start + FRAMES_PER_CHUNK]
 
@@ -132,7 +132,7 @@ def baseline_test_ccc(ckpt, corpus, args, device):
     model = load_model(ckpt, args.model_type, args.num_clusters).to(device).eval()
     norm = load_norm_term(corpus.norm_dir, (EMOTION,))
     stems, labels = read_labels(corpus.labels, "Test1", (EMOTION,))
-    reader = PerChunkReader(feature_paths(corpus.features, stems), norm["feat_mean"], norm["feat_std"])
+    reader = PerChunkReader(feature_paths(corpus.features, stems), norm["features"])
     pred = np.empty(len(stems))
     with torch.no_grad():
         for idx, chunks in baseline_batches(reader, np.arange(len(stems)), online_testing.TEST_BATCH):
@@ -147,7 +147,7 @@ def baseline_predict(wavs, models, norm, device):
     rows = []
     for wav in wavs:
         feat = extract_features(wav)
-        x = torch.from_numpy(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"])))
+        x = torch.from_numpy(chunk_turn(norm["features"].apply(feat)))
         x = x.unsqueeze(0).to(device)
         scores = []
         for model, emo in zip(models, EMOTIONS):

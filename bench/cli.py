@@ -27,7 +27,8 @@ from bench.scale import ESTIMATE_EPOCHS, epoch_child, scale_rows, scale_study
 from bench.training import bench_compile_time, bench_epochs, epoch_rows, profile_training_step
 from dataloader import LabelledTurns
 from deepemocluster.labels import feature_paths, read_labels, validation_split
-from deepemocluster.compute import Settings, pick_device, use_bf16, use_channels_last, use_compile
+from deepemocluster.compute import (inference_settings, pick_device, single_process, use_channels_last,
+                                    use_compile)
 from utils import CHUNKS_PER_TURN, TEMPORAL_TYPES, TRAIN_SPLIT, at_least
 
 # method §5: encoder cost per chunk, forward; a training step is about 3× the forward.
@@ -123,10 +124,12 @@ def parse_args(argv=None):
     return args
 
 
-def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
-    """Items 1-7 on the generated corpus: (rows, extra)."""
+def bench_pipeline(corpus, args, training, inference, channels_last):
+    """Items 1-7 on the generated corpus, the fast path with the Settings of `training` and of
+    `inference`: (rows, extra)."""
     rows = []
-    train_prec, infer_prec = fast_precision(device, bf16_train), fast_precision(device, bf16_infer)
+    device = training.device
+    train_prec, infer_prec = fast_precision(training), fast_precision(inference)
     base_prec = baseline_precision(device)
 
     log("1 feature extraction")
@@ -144,9 +147,9 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
     norm = make_norm_term(corpus.labels, corpus.features, corpus.norm_dir)
     val_split = validation_split(corpus.labels)
     stems, _ = read_labels(corpus.labels, TRAIN_SPLIT, (EMOTION,))
-    reader = PerChunkReader(feature_paths(corpus.features, stems), norm["feat_mean"], norm["feat_std"])
+    reader = PerChunkReader(feature_paths(corpus.features, stems), norm["features"])
     val_stems, _ = read_labels(corpus.labels, val_split, (EMOTION,))
-    val_reader = PerChunkReader(feature_paths(corpus.features, val_stems), norm["feat_mean"], norm["feat_std"])
+    val_reader = PerChunkReader(feature_paths(corpus.features, val_stems), norm["features"])
 
     log("chunk cache build")
     build = bench_cache_build(corpus, norm, args.repeats, device)
@@ -159,14 +162,13 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
     fast, base = model_pair(args.model_type, args.num_clusters, device, channels_last, SEED)
     if args.compiled:      # as main.py: compiled once, in the warm-up epoch (not timed)
         fast.compile_encoder()
-    epochs, designs = bench_epochs(fast, base, train, val, reader, val_reader, args, device, bf16_train)
+    epochs, designs = bench_epochs(fast, base, train, val, reader, val_reader, args, training)
     n_chunks = len(train) * CHUNKS_PER_TURN
     rows += epoch_rows(epochs, len(train), len(val), n_chunks, args, (train_prec, base_prec))
     last = designs["fast"]["last"]
-    gen = designs["fast"]["triplet"]
     shares = profile_training_step(lambda: train_main.train_one_epoch(
-        fast, train.cache, last["turns"][:args.batch], last["assignment"], designs["fast"]["opts"],
-        args.batch, Settings(device, bf16=bf16_train), train.norm_labels, gen), device)
+        designs["fast"]["state"], train.cache, last["turns"][:args.batch], last["assignment"], args.batch,
+        training, train.norm_labels), device)
     for family, share in shares.items():
         note = ""
         if family == "other":
@@ -179,7 +181,7 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
     compile_s = None
     if args.compiled:
         log("encoder compilation time (child processes, cold and warm cache)")
-        compile_s = bench_compile_time(corpus.root, args, device, bf16_train)
+        compile_s = bench_compile_time(corpus.root, args, training)
         fast_total, base_total = epochs["fast"]["total"], epochs["base"]["total"]
         amortised = ", ".join(f"{n}-epoch run {base_total / (fast_total + compile_s['cold'] / n):.2f}x"
                               for n in (10, 30))
@@ -189,7 +191,7 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
                              f"compilation spread over the run: {amortised}"))
 
     log("3 online testing")
-    ot = bench_online_testing(corpus, args, device, args.repeats, bf16_infer)
+    ot = bench_online_testing(corpus, args, inference, args.repeats)
     rows.append(row("online testing, warm cache", "turns/s", ot["warm"][0], ot["base"][0],
                     samples=ot["warm"][1], baseline_samples=ot["base"][1], precision=(infer_prec, base_prec)))
     rows.append(row("online testing, cold cache", "turns/s", ot["cold"][0], ot["base"][0],
@@ -199,7 +201,7 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
                          f"{ot['max_pred_diff']:.2e}"))
 
     log("4 end-to-end prediction")
-    pr = bench_prediction(corpus, args, device, args.repeats, bf16_infer)
+    pr = bench_prediction(corpus, args, inference, args.repeats)
     rows.append(row("prediction, 3 models, 1 worker", "files/s", pr[1][0], pr["base"][0],
                     samples=pr[1][1], baseline_samples=pr["base"][1], precision=(infer_prec, base_prec),
                     note=f"max score difference to the baseline {pr['max_pred_diff']:.2e}"))
@@ -220,7 +222,7 @@ def bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last):
     per_chunk = GFLOP_PER_CHUNK_FORWARD * TRAIN_STEP_FACTOR
     tr_fast = epochs["fast"]["trained"] * CHUNKS_PER_TURN / epochs["fast"]["measured"]["training"]
     tr_base = epochs["base"]["trained"] * CHUNKS_PER_TURN / epochs["base"]["measured"]["training"]
-    peak = mm16[0] if bf16_train else mm32[0]
+    peak = mm16[0] if training.bf16 else mm32[0]
     rows.append(row("encoder in training", "GFLOP/s", tr_fast * per_chunk, tr_base * per_chunk,
                     precision=(train_prec, base_prec),
                     note=f"{100 * tr_fast * per_chunk / peak:.0f}% of the {train_prec} matmul rate "
@@ -261,14 +263,14 @@ def main(argv=None):
             write_json(args.json, {"machine": info, "header": lines})
             print(f"results: {args.json}")
         return 0
-    bf16_train = use_bf16(args.precision, device, training=True)
-    bf16_infer = use_bf16(args.precision, device, training=False)
+    training = single_process(args.device, args.precision)
+    inference = inference_settings(args.device, args.precision)
     args.compiled = use_compile(args.compile, device, args.precision, ESTIMATE_EPOCHS * (args.turns // args.batch),
-                                use_bf16(args.precision, device))
+                                training.bf16)
     channels_last = use_channels_last(args.precision)
-    train_prec, infer_prec = fast_precision(device, bf16_train), fast_precision(device, bf16_infer)
+    train_prec, infer_prec = fast_precision(training), fast_precision(inference)
     base_prec = baseline_precision(device)
-    fast_backends(device, bf16_train)
+    fast_backends(training)
     n_eval = max(2, args.turns // 4)
     n_predict = args.predict_files
     settings = {"turns": args.turns, "validation/test turns": n_eval, "predict files": n_predict,
@@ -292,7 +294,7 @@ def main(argv=None):
         else:
             log(f"work folder {root}; synthesising {args.turns}+{n_eval}+{n_eval} turns and {n_predict} files")
             corpus = make_corpus(root, args.turns, n_eval, n_predict)
-            rows, extra = bench_pipeline(corpus, args, device, bf16_train, bf16_infer, channels_last)
+            rows, extra = bench_pipeline(corpus, args, training, inference, channels_last)
         if args.scale_turns:
             scale = scale_study(corpus, args, device)
             rows += scale_rows(scale, args)

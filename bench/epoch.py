@@ -6,7 +6,6 @@ import time
 
 import main as train_main
 from bench.measure import sync
-from deepemocluster.compute import Settings
 from utils import sentence_uniform_sample
 
 EPOCH_STAGES = ("chunk features", "k-means", "sampling", "training", "validation")
@@ -54,27 +53,28 @@ def epoch_result(clock, feats, assignment, drawn, turns, loss, val_loss):
             "val_loss": val_loss, "assignment": assignment, "turns": turns, "n_chunks": feats.shape[0]}
 
 
-def fast_epoch(model, train, val, optimizers, n_clusters, batch, device, bf16, rng, triplet_gen,
-               train_batches=0, epoch=0, warmup_batch=False):
-    """One epoch of main.py's loop (method §6 steps 1-7 and 9) through main.py's own functions,
-    each stage timed. The model comes with the cluster head on or off; it leaves with it on.
+def fast_epoch(state, train, val, n_clusters, batch, settings, train_batches=0, warmup_batch=False):
+    """One epoch (state.epoch) of main.py's loop (method §6 steps 1-7 and 9) through main.py's own
+    functions, each stage timed, on the model and random streams of `state`
+    (training_files.TrainingState). The model comes with the cluster head on or off; it leaves
+    with it on.
     `warmup_batch`: one training batch first, timed apart ('training warm-up': compilation of
     a compiled encoder, first-call set-up), so the training stage is the steady state."""
-    clock = StageClock(device)
-    settings = Settings(device, bf16=bf16)
+    model = state.model
+    clock = StageClock(settings.device)
     feats, assignment, drawn = cluster_and_sample(
         clock, model, lambda: train_main.compute_chunk_features(model, train.cache, batch, settings),
-        n_clusters, rng, settings)
+        n_clusters, state.rng, settings)
     turns = limit_turns(drawn, train_batches, batch)
     if warmup_batch:
         with clock("training warm-up"):
-            train_main.train_one_epoch(model, train.cache, drawn[:batch], assignment, optimizers, batch, settings,
-                                       train.norm_labels, triplet_gen, epoch)
+            train_main.train_one_epoch(state, train.cache, drawn[:batch], assignment, batch, settings,
+                                       train.norm_labels)
     with clock("training"):
-        loss = train_main.train_one_epoch(model, train.cache, turns, assignment, optimizers, batch, settings,
-                                          train.norm_labels, triplet_gen, epoch)
+        loss = train_main.train_one_epoch(state, train.cache, turns, assignment, batch, settings,
+                                          train.norm_labels)
     with clock("validation"):
-        val_loss = train_main.validate(model, val, batch, settings, rng)
+        val_loss = train_main.validate(model, val, batch, settings, state.rng)
     return epoch_result(clock, feats, assignment, drawn, turns, loss, val_loss)
 
 

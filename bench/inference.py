@@ -34,8 +34,9 @@ def write_test_checkpoint(corpus, args, seed):
     return path
 
 
-def bench_online_testing(corpus, args, device, repeats, bf16_infer):
+def bench_online_testing(corpus, args, inference, repeats):
     """online_testing.test_ccc with a warm and with a cold chunk cache, and the baseline: turns/s."""
+    device = inference.device
     ckpt = write_test_checkpoint(corpus, args, SEED + 1)
     n_turns = len(read_labels(corpus.labels, "Test1")[0])
     cold_dir = os.path.join(corpus.root, "cache_test_cold")
@@ -60,7 +61,7 @@ def bench_online_testing(corpus, args, device, repeats, bf16_infer):
     t_warm = timed(run_warm, repeats, device)
     t_cold = timed(run_cold, repeats, device, setup=lambda: shutil.rmtree(cold_dir, ignore_errors=True))
     t_base = timed(run_base, repeats, device)
-    fast_backends(device, bf16_infer)
+    fast_backends(inference)
     diff = float(np.max(np.abs(res["fast"][1] - res["base"][1])))
     return {"warm": rate(n_turns, t_warm) + (t_warm,), "cold": rate(n_turns, t_cold) + (t_cold,),
             "base": rate(n_turns, t_base) + (t_base,), "ccc_fast": res["fast"][0],
@@ -82,9 +83,10 @@ def export_for_onnx_runtime(corpus, args, models):
     return out
 
 
-def bench_prediction(corpus, args, device, repeats, bf16_infer):
+def bench_prediction(corpus, args, inference, repeats):
     """prediction.predict_folder (1 worker and --workers) vs the baseline, and with
     the same models exported to ONNX and run by ONNX Runtime (1 worker): files/s."""
+    device = inference.device
     wavs, _ = walk_audio(corpus.predict)
     norm = load_norm_term(corpus.norm_dir)
     fast, base = [], []
@@ -95,9 +97,8 @@ def bench_prediction(corpus, args, device, repeats, bf16_infer):
     res, out = {}, {}
     for w in sorted({1, args.workers}):
         def run(w=w):
-            fast_backends(device, bf16_infer)        # as prediction_process.main sets them
-            res[w] = prediction.predict_folder(
-                wavs, prediction.TorchModels(fast, norm, device, bf16_infer), w)
+            fast_backends(inference)        # as prediction_process.main sets them
+            res[w] = prediction.predict_folder(wavs, prediction.TorchModels(fast, norm, inference), w)
         t = timed(run, repeats, device)
         out[w] = rate(len(wavs), t) + (t,)
 
@@ -112,7 +113,7 @@ def bench_prediction(corpus, args, device, repeats, bf16_infer):
         original_backends(device)
         res["base"] = baseline_predict(wavs, base, norm, device)
     t_base = timed(run_base, repeats, device)
-    fast_backends(device, bf16_infer)
+    fast_backends(inference)
     out["base"] = rate(len(wavs), t_base) + (t_base,)
     fast_rows = np.array([r[1:] for r in res[1][0]])
     base_rows = np.array([r[1:] for r in res["base"]])

@@ -10,7 +10,8 @@ import torch
 import clustering
 from bench import ENTRY
 from bench.measure import log, rate, sync, timed
-from deepemocluster.compute import configure_backends, cpu_capability, cpu_flags, cpu_has_native_bf16
+from deepemocluster.compute import (configure_backends, cpu_capability, cpu_flags, cpu_has_native_bf16,
+                                    cuda_has_native_bf16)
 
 
 # --- CPU instruction-set emulation ------------------------------------------------------
@@ -50,9 +51,9 @@ def use_all_cores():
 
 
 # --- backend flags (CUDA) -----------------------------------------------------------------
-def fast_backends(device, bf16):
-    """main.py's settings: cuDNN autotuning, TF32 only when bf16 was chosen."""
-    configure_backends(device, bf16)
+def fast_backends(settings):
+    """main.py's settings: cuDNN autotuning, no TF32."""
+    configure_backends(settings.device)
 
 
 def original_backends(device):
@@ -73,10 +74,10 @@ def baseline_precision(device):
     return "tf32" if gpu_has_tf32(device) and TORCH_DEFAULT_BACKENDS[1] else "fp32"
 
 
-def fast_precision(device, bf16):
-    """The fast path's precision: bf16 (convolutions; the rest fp32, or TF32 on a GPU that
-    has it, as configure_backends allows it with bf16), else strict fp32."""
-    return "bf16" if bf16 else "fp32"
+def fast_precision(settings):
+    """The fast path's precision: bf16 (convolutions; the rest strict fp32, configure_backends
+    keeping TF32 off), else strict fp32."""
+    return "bf16" if settings.bf16 else "fp32"
 
 
 # --- the machine ------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def machine_info(device, probe=True):
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpu_capability"] = "%d.%d" % torch.cuda.get_device_capability(device)
         info["gpu_memory_gib"] = props.total_memory / 2**30
-        info["gpu_bf16"] = torch.cuda.is_bf16_supported()
+        info["gpu_bf16"] = cuda_has_native_bf16(device)
         info["gpu_tf32"] = gpu_has_tf32(device)
     return info
 

@@ -81,7 +81,7 @@ def header_lines(info, settings):
     gpu = ""
     if "gpu" in info:
         gpu = (f" ({info['gpu']}, compute {info['gpu_capability']}, {info['gpu_memory_gib']:.0f} GiB, "
-               f"bf16 {'yes' if info['gpu_bf16'] else 'no'}, faiss GPU {'yes' if info.get('faiss_gpu') else 'no'})")
+               f"native bf16 {'yes' if info['gpu_bf16'] else 'no'}, faiss GPU {'yes' if info.get('faiss_gpu') else 'no'})")
     mem = f", {info['memory_gib']:.0f} GiB" if info.get("memory_gib") else ""
     lines = [f"machine : {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable){mem}, "
              f"torch {info['torch']}, python {info['python']}, device {info['device']}{gpu}",

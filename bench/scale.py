@@ -21,7 +21,8 @@ from dataloader import TURN_SHAPE, ChunkCache, LabelledTurns, batches
 from deepemocluster.features import load_norm_term
 from deepemocluster.labels import feature_paths, read_labels, validation_split
 from model import build_model
-from deepemocluster.compute import configure_backends, pick_device, seed_everything, use_bf16, use_channels_last, use_compile
+from deepemocluster.compute import (configure_backends, seed_everything, single_process, use_bf16, use_channels_last,
+                                    use_compile)
 from utils import CHUNKS_PER_TURN, N_MELS, TRAIN_SPLIT, atomic_path
 
 # method §2: MSP-Podcast v1.12, the size the estimate is for.
@@ -51,17 +52,18 @@ def evict_from_page_cache(path):
         os.close(fd)
 
 
-def cache_read_rate(cache, n_turns, batch, seed, cold):
-    """Reading `n_turns` random turns (as a sampled epoch does) through dataloader.batches:
-    (turns/s, MB/s). Warm: read once before the timed pass; cold: pages dropped first."""
+def cache_read_rate(cache, n_turns, batch, seed, cold, device):
+    """Reading `n_turns` random turns (as a sampled epoch does) through dataloader.batches, for
+    the run's `device` (pinned for a GPU, as training reads them): (turns/s, MB/s). Warm: read
+    once before the timed pass; cold: pages dropped first."""
     order = np.random.default_rng(seed).choice(len(cache), size=min(n_turns, len(cache)), replace=False)
     if cold:
         evict_from_page_cache(cache.path)
     else:
-        for _ in batches(cache, order, batch):
+        for _ in batches(cache, order, batch, device=device):
             pass
     t0 = time.perf_counter()
-    for _ in batches(cache, order, batch):
+    for _ in batches(cache, order, batch, device=device):
         pass
     seconds = time.perf_counter() - t0
     return len(order) / seconds, len(order) * cache.turn_bytes / seconds / 1e6
@@ -78,9 +80,9 @@ def epoch_child(spec_path):
     with open(spec_path) as f:
         spec = json.load(f)
     use_all_cores()
-    device = pick_device(spec["device"])
-    bf16 = use_bf16(spec["precision"], device)
-    configure_backends(device, bf16)
+    settings = single_process(spec["device"], spec["precision"])
+    device = settings.device
+    configure_backends(device)
     seed_everything(SEED)
     norm = load_norm_term(spec["norm_dir"], (EMOTION,))
     val_split = validation_split(spec["labels"])
@@ -99,19 +101,17 @@ def epoch_child(spec_path):
     if spec["compile"]:
         model.compile_encoder()
     model.remove_cluster_head()
-    optimizers = train_main.make_optimizers(model)
-    triplet_gen = torch.Generator().manual_seed(SEED) if spec["model_type"] == "Temp-Triplet" else None
+    state = train_main.fresh_state(model, SEED, spec["model_type"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    res = fast_epoch(model, train, val, optimizers, spec["clusters"], spec["batch"], device, bf16,
-                     np.random.default_rng(SEED), triplet_gen, spec["train_batches"],
+    res = fast_epoch(state, train, val, spec["clusters"], spec["batch"], settings, spec["train_batches"],
                      warmup_batch=bool(spec["compile"] or spec["train_batches"]))
     out = {"n_train": len(train), "n_dev": len(val), "cache_path": train.cache.path,
            "val_cache_path": val.cache.path, "train_cache_seconds": t_train_cache,
            "val_cache_seconds": t_val_cache, "account": epoch_accounting(res["seconds"], res["drawn"], res["trained"]),
            "train_loss": res["train_loss"], "val_loss": res["val_loss"], "compiled": bool(spec["compile"]),
            "warmup_seconds": res["seconds"].get("training warm-up"),
-           "precision": fast_precision(device, bf16),
+           "precision": fast_precision(settings),
            "gpu_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
     with atomic_path(spec["out"]) as tmp:
         with open(tmp, "w") as f:
@@ -214,7 +214,7 @@ def scale_study(corpus, args, device):
     stems, _ = read_labels(labels, TRAIN_SPLIT)
     t0 = time.perf_counter()
     other_cache = ChunkCache.open_or_build(os.path.join(root, "cache_other"), TRAIN_SPLIT,
-                                           feature_paths(feats, stems), norm["feat_mean"], norm["feat_std"], other)
+                                           feature_paths(feats, stems), norm["features"], other)
     out["cache_build_rate"][other] = n / (time.perf_counter() - t0)
     out["cache_bytes"][other] = os.path.getsize(other_cache.path)
     del other_cache
@@ -224,8 +224,8 @@ def scale_study(corpus, args, device):
     cache = ChunkCache(big["cache_path"])
     n_read = min(CACHE_READ_TURNS, len(cache))
     out["cache_read"] = {"turns": n_read,
-                         "warm": cache_read_rate(cache, n_read, args.rss_batch, SEED, cold=False),
-                         "cold": cache_read_rate(cache, n_read, args.rss_batch, SEED + 1, cold=True)}
+                         "warm": cache_read_rate(cache, n_read, args.rss_batch, SEED, False, device),
+                         "cold": cache_read_rate(cache, n_read, args.rss_batch, SEED + 1, True, device)}
     return out
 
 

@@ -5,9 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import torch
-
 import main as train_main
 from bench import ROOT, SEED
 from bench.baseline import baseline_epoch
@@ -18,36 +15,36 @@ from bench.report import row
 from utils import CHUNKS_PER_TURN
 
 
-def bench_epochs(fast, base, train, val, reader, val_reader, args, device, bf16):
+def bench_epochs(fast, base, train, val, reader, val_reader, args, settings):
     """A warm-up epoch, then --repeats epochs of each design, interleaved: per-stage seconds.
 
     Both models start from the same weights, with the optimisers made while the cluster head
-    is off (method §6 step 7), and each design keeps its own random streams from the same seed."""
+    is off (method §6 step 7), and each design keeps its own random streams from the same seed.
+    The fast design runs with the training `settings` (compute.Settings)."""
+    device = settings.device
     designs = {}
     for name, model in (("fast", fast), ("base", base)):
         model.remove_cluster_head()
-        designs[name] = {"model": model, "opts": train_main.make_optimizers(model),
-                         "rng": np.random.default_rng(SEED),
-                         "triplet": torch.Generator().manual_seed(SEED)
-                         if args.model_type == "Temp-Triplet" else None,
+        designs[name] = {"state": train_main.fresh_state(model, SEED, args.model_type),
                          "accounts": [], "last": None}
     for i in range(args.repeats + 1):
         for name, d in designs.items():
+            state = d["state"]
             if name == "fast":
-                fast_backends(device, bf16)
-                res = fast_epoch(d["model"], train, val, d["opts"], args.num_clusters, args.batch, device, bf16,
-                                 d["rng"], d["triplet"], args.train_batches, epoch=i)
+                fast_backends(settings)
+                state.epoch = i
+                res = fast_epoch(state, train, val, args.num_clusters, args.batch, settings, args.train_batches)
             else:
                 original_backends(device)
-                res = baseline_epoch(d["model"], reader, train.norm_labels, val_reader, val.norm_labels,
-                                     d["opts"], args.num_clusters, args.batch, device, d["rng"], d["triplet"],
-                                     args.train_batches)
+                res = baseline_epoch(state.model, reader, train.norm_labels, val_reader, val.norm_labels,
+                                     state.optimizers, args.num_clusters, args.batch, device, state.rng,
+                                     state.triplet_gen, args.train_batches)
             log(f"  epoch {i} {'(warm-up) ' if i == 0 else ''}{name}: "
                 + ", ".join(f"{s} {res['seconds'][s]:.2f}s" for s in EPOCH_STAGES))
             if i > 0:
                 d["accounts"].append(epoch_accounting(res["seconds"], res["drawn"], res["trained"]))
             d["last"] = res
-    fast_backends(device, bf16)
+    fast_backends(settings)
     return {name: median_epoch(d["accounts"]) for name, d in designs.items()}, designs
 
 
@@ -132,7 +129,7 @@ COMPILE_PROBE = (
     "sys.path.insert(0, sys.argv[1])\n"
     "import torch, torch.nn.functional as F\n"
     "from model import build_model\n"
-    "from runtime import autocast\n"
+    "from deepemocluster.compute import autocast\n"
     "from utils import CHUNKS_PER_TURN, ccc_loss\n"
     "batch, mt, k, bf16, dev = int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == '1', sys.argv[6]\n"
     "device = torch.device(dev)\n"
@@ -155,7 +152,7 @@ COMPILE_PROBE = (
     "print(json.dumps({'first': times[0], 'steady': min(times[1:])}))\n")
 
 
-def bench_compile_time(root, args, device, bf16):
+def bench_compile_time(root, args, settings):
     """Seconds torch.compile adds to a process's first training batch (the first batch minus
     a steady one), with a cold and then a warm on-disk inductor cache: each run of main.py
     pays this once when it compiles the encoder (--compile)."""
@@ -164,7 +161,7 @@ def bench_compile_time(root, args, device, bf16):
     for state in ("cold", "warm"):
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
         done = subprocess.run([sys.executable, "-c", COMPILE_PROBE, ROOT, str(args.batch), args.model_type,
-                               str(args.num_clusters), "1" if bf16 else "0", str(device)],
+                               str(args.num_clusters), "1" if settings.bf16 else "0", str(settings.device)],
                               env=env, capture_output=True, text=True, check=True)
         probe = json.loads(done.stdout.strip().splitlines()[-1])
         out[state] = max(probe["first"] - probe["steady"], 0.0)

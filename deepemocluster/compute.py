@@ -1,7 +1,9 @@
 """Where and how the network runs: the device, the CPU's vector capability, the
 precision (fp32 or bf16 autocast), torch.compile, memory reuse and backend flags, and the
-settings of one training run (Settings) that the training steps share.
+Settings of one process (its device and precision, and under torchrun its place in the run)
+that the training steps, online testing and prediction share.
 """
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -13,10 +15,12 @@ from utils import UserError
 
 @dataclass(frozen=True)
 class Settings:
-    """How one training process runs, built once in main.train() and handed to every step:
-    its device and precision, and its place in a distributed run (torchrun: `rank` of
-    `world_size` processes, collectives over `backend`, long waits in `wait_group`; a plain run
-    is rank 0 of 1, backend None; deepemocluster/distributed.py)."""
+    """How one process runs the network, built once and handed to every step: its device and
+    precision (`precision` as asked, `bf16` whether autocast is on), and for training its place in
+    a distributed run (torchrun: `rank` of `world_size` processes, collectives over `backend`, long
+    waits in `wait_group`; a plain run, and inference, is rank 0 of 1, backend None;
+    deepemocluster/distributed.py). Training builds it in main.train(), inference with
+    inference_settings()."""
 
     device: torch.device
     precision: str = "fp32"
@@ -41,10 +45,15 @@ class Settings:
             print(*args, **kwargs)
 
 
-def single_process(device="auto", precision="auto"):
+def single_process(device="auto", precision="auto", training=True):
     """The Settings of a plain run (no torchrun): the device picked, bf16 as the precision asks."""
     device = pick_device(device)
-    return Settings(device, precision, use_bf16(precision, device))
+    return Settings(device, precision, use_bf16(precision, device, training))
+
+
+def inference_settings(device="auto", precision="auto"):
+    """The Settings of online testing and prediction: --precision auto stays fp32 (use_bf16)."""
+    return single_process(device, precision, training=False)
 
 
 def pick_device(name="auto"):
@@ -102,13 +111,24 @@ def cpu_has_native_bf16():
     return cpu_capability() in ("AMX", "AVX-512 BF16")
 
 
+# Compute capability from which a GPU has bf16 arithmetic (Ampere: A100, RTX 30xx, and later);
+# below it (T4, V100) torch emulates bf16, slower than fp32.
+NATIVE_BF16_CAPABILITY = (8, 0)
+
+
+def cuda_has_native_bf16(device):
+    """Whether the run's GPU computes bf16 natively, from its compute capability (not
+    torch.cuda.is_bf16_supported(), which counts emulation and asks the current device)."""
+    return tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16_CAPABILITY
+
+
 # --- precision, compilation and backends ---------------------------------------
 def use_bf16(precision, device, training=True):
     """Whether to run under bfloat16 autocast.
 
-    'auto' turns it on for training where the hardware has native bf16 (a CUDA GPU
-    with bf16, or a CPU with AVX-512 BF16 or AMX); elsewhere, and for inference,
-    'auto' stays fp32, so released checkpoints give the authors' predictions to
+    'auto' turns it on for training where the hardware has native bf16 (a CUDA GPU of
+    compute capability 8.0 or later, or a CPU with AVX-512 BF16 or AMX); elsewhere, and for
+    inference, 'auto' stays fp32, so released checkpoints give the authors' predictions to
     float precision. 'bf16' forces it, 'fp32' keeps the original numerics exactly.
     """
     if precision == "fp32":
@@ -118,7 +138,7 @@ def use_bf16(precision, device, training=True):
     if not training:
         return False
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return cuda_has_native_bf16(device)
     return cpu_has_native_bf16()
 
 
@@ -181,15 +201,58 @@ def reuse_freed_memory():
         bool(mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
 
 
-def configure_backends(device, bf16):
-    """Memory reuse on the CPU (reuse_freed_memory); cuDNN autotuning on CUDA, and no TF32
-    unless bf16 was chosen, so fp32 stays fp32 on Ampere and later GPUs (released
-    checkpoints then reproduce to float precision)."""
+def configure_backends(device):
+    """Memory reuse (reuse_freed_memory); on CUDA, cuDNN autotuning and no TF32 in cuBLAS or
+    cuDNN, whatever the precision: fp32 stays fp32 on Ampere and later GPUs, so released
+    checkpoints reproduce to float precision, and under bf16 autocast the layers the model
+    keeps in fp32 on purpose (cnn_out, the GRU, the Transformer, Temp-CNN's convolutions, the
+    heads) stay fp32; the bf16 convolutions have nothing to gain from TF32."""
     reuse_freed_memory()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = bf16
-        torch.backends.cuda.matmul.allow_tf32 = bf16
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@contextlib.contextmanager
+def backends_restored():
+    """torch's process-wide flags that configure_backends sets (cuDNN autotuning, TF32 in cuDNN
+    and cuBLAS) put back as they were before the block once it ends: a Predictor works in its
+    user's process. Both of torch's APIs are kept, the legacy allow_tf32 switches and the
+    fp32_precision strings that replace them; a legacy switch torch refuses to read (the two
+    APIs were mixed) comes back through the strings alone. glibc's malloc settings
+    (reuse_freed_memory) stay: glibc cannot say what they were."""
+    b = torch.backends
+    saved = (b.cudnn.benchmark, readable(lambda: b.cudnn.allow_tf32), b.cudnn.conv.fp32_precision,
+             b.cudnn.rnn.fp32_precision, readable(torch.get_float32_matmul_precision),
+             b.cuda.matmul.fp32_precision)
+    try:
+        yield
+    finally:
+        benchmark, cudnn_tf32, conv, rnn, matmul_precision, matmul = saved
+        b.cudnn.benchmark = benchmark
+        if cudnn_tf32 is not None:
+            b.cudnn.allow_tf32 = cudnn_tf32          # also sets conv and rnn: theirs come next
+        b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision = conv, rnn
+        if matmul_precision is not None:
+            torch.set_float32_matmul_precision(matmul_precision)    # also sets matmul's, next
+        b.cuda.matmul.fp32_precision = matmul
+
+
+def readable(read):
+    """A legacy backend flag, or None where torch will not read it (set through the new API)."""
+    try:
+        return read()
+    except RuntimeError:
+        return None
+
+
+@contextlib.contextmanager
+def configured_backends(device):
+    """configure_backends(device) for the block alone."""
+    with backends_restored():
+        configure_backends(device)
+        yield
 
 
 def use_channels_last(precision):

@@ -13,6 +13,9 @@ import contextlib
 import os
 import re
 import signal
+import sys
+import threading
+import time
 import warnings
 from datetime import timedelta
 
@@ -28,6 +31,17 @@ from utils import ProcessError, UserError
 BACKENDS = ("auto", "nccl", "gloo")
 DEFAULT_TIMEOUT_MINUTES = 10      # a collective waiting longer than this stops the run
 CACHE_WAIT = timedelta(hours=6)   # how long the other processes wait for rank 0 to build a chunk cache
+# NCCL's error handling, set before its process group starts. Blocking wait: each collective's
+# wait() holds the CPU thread until the collective completes, and raises in Python (after
+# aborting the communicator) once it fails or the timeout passes; no watchdog thread runs, whose
+# handling (torch's default TORCH_NCCL_ASYNC_ERROR_HANDLING=3, torchrun's 1) takes the process
+# down before Python can say how to resume. 2 (abort the communicator, keep the process) for a
+# watchdog that runs all the same.
+NCCL_ERROR_HANDLING = {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+# torchrun kills a process 30 s after its SIGTERM; a main thread blocked in C++ (a collective's
+# wait, a CUDA synchronisation) cannot run Python's handler, so after this many seconds a
+# watcher thread prints the process's message and ends it.
+TERMINATION_GRACE_SECONDS = 10
 
 
 def launched_by_torchrun():
@@ -49,9 +63,17 @@ def setup(device="auto", precision="auto", backend="auto", timeout_minutes=DEFAU
         raise UserError("--dist-backend nccl runs on CUDA devices only; on the CPU use gloo (the "
                         "default there)")
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        try:
+            torch.cuda.set_device(device)
+        except RuntimeError as err:
+            raise UserError(f"process {rank} of {world} cannot use {device} ({first_line(err)})")
+    if backend == "nccl":
+        os.environ.update(NCCL_ERROR_HANDLING)
     try:
-        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+        # device_id: NCCL connects now (not at the first collective), so that its failures to
+        # start are met here
+        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes),
+                                device_id=device if backend == "nccl" else None)
         wait_group = dist.new_group(backend="gloo", timeout=CACHE_WAIT)
     except (RuntimeError, ValueError) as err:
         raise UserError(f"the {backend} backend could not start the process group of {world} "
@@ -95,30 +117,101 @@ def _terminated(signum, frame):
     raise Terminated()
 
 
+class StopMessage:
+    """The one line a process prints when its run stops under it, printed once: by the main
+    thread (a ProcessError) or by the termination watcher, whichever takes it first."""
+
+    def __init__(self, settings, resume_file):
+        self.settings, self.resume_file = settings, resume_file
+        self.lock, self.taken, self.shown = threading.Lock(), False, threading.Event()
+
+    def take(self):
+        """True for the first caller alone, which shows the message."""
+        with self.lock:
+            first, self.taken = not self.taken, True
+        return first
+
+    def text(self, why):
+        then = (f"The last saved checkpoint is untouched; continue the run with the same command "
+                f"and --resume (on any number of processes): {self.resume_file}"
+                if os.path.exists(self.resume_file)
+                else "No epoch had completed, so there is nothing to resume: run the same command again")
+        return (f"process {self.settings.rank} of {self.settings.world_size}: training stopped ({why}); "
+                f"if another process died (killed, out of memory), its output above says why. {then}")
+
+
+TERMINATED = "torchrun stopped it"
+WATCHER_DONE = 0     # the byte that ends the watcher (no signal has number 0)
+
+
+@contextlib.contextmanager
+def watching_for_termination(message):
+    """Inside the block, torchrun's SIGTERM ends this process with its message even where the
+    main thread is blocked in C++ and cannot run Python's handler: the C-level handler writes
+    the signal's number to a pipe (signal.set_wakeup_fd), and a thread reading it gives the
+    main thread TERMINATION_GRACE_SECONDS to stop by itself, then prints the message and
+    ends the process (files are replaced through temporary names: one being written keeps its
+    last version)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end)
+
+    def watch():
+        try:
+            while True:
+                got = os.read(read_end, 1)
+                if not got or got[0] == WATCHER_DONE:
+                    return
+                if got[0] == signal.SIGTERM:
+                    time.sleep(TERMINATION_GRACE_SECONDS)
+                    if message.take():
+                        sys.stdout.flush()
+                        print(f"error: {message.text(TERMINATED)}", file=sys.stderr, flush=True)
+                        message.shown.set()
+                        os._exit(1)
+                    return
+        finally:
+            os.close(read_end)
+
+    threading.Thread(target=watch, name="termination watcher", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.write(write_end, bytes([WATCHER_DONE]))
+        os.close(write_end)
+
+
 @contextlib.contextmanager
 def stopping_cleanly(settings, resume_file):
     """Under torchrun: turn the loss of another process (a failed collective, or torchrun's
-    SIGTERM) into a one-line message that says how to resume, and leave the process group."""
+    SIGTERM) into a one-line message that says how to resume; leave the process group after a
+    run that ended well (after a failure the process ends without: shutting NCCL down with a
+    peer lost may wait for it, and the message must come first)."""
     if not settings.distributed:
         yield
         return
+    message = StopMessage(settings, resume_file)
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        yield
-    except (Terminated, RuntimeError) as err:
-        if isinstance(err, RuntimeError) and not collective_failure(err):
-            raise
-        why = ("torchrun stopped it" if isinstance(err, Terminated)
-               else f"an exchange with the other processes failed: {first_line(err)}")
-        then = (f"The last saved checkpoint is untouched; continue the run with the same command "
-                f"and --resume (on any number of processes): {resume_file}" if os.path.exists(resume_file)
-                else "No epoch had completed, so there is nothing to resume: run the same command again")
-        raise ProcessError(f"process {settings.rank} of {settings.world_size}: training stopped "
-                           f"({why}); if another process died (killed, out of memory), its "
-                           f"output above says why. {then}")
-    finally:
+        with watching_for_termination(message):
+            yield
+    except BaseException as err:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the process ends now; its message comes first
-        dist.destroy_process_group()
+        if not stopped_by_the_run(err):
+            raise
+        if not message.take():                          # the watcher is showing it, then ends the process
+            message.shown.wait(TERMINATION_GRACE_SECONDS)
+            raise SystemExit(1)
+        raise ProcessError(message.text(TERMINATED if isinstance(err, Terminated) else
+                                        f"an exchange with the other processes failed: {first_line(err)}"))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    dist.destroy_process_group()
+
+
+def stopped_by_the_run(err):
+    """torchrun's SIGTERM, or a collective that failed (another process is lost)."""
+    return isinstance(err, Terminated) or (isinstance(err, RuntimeError) and collective_failure(err))
 
 
 def collective_failure(err):
@@ -127,9 +220,11 @@ def collective_failure(err):
 
 
 def first_line(err):
-    """The gist of a backend's error: its first sentence, without the source location."""
+    """The gist of a backend's error: its first sentence, without the source location or
+    NCCL's process-group prefix."""
     line = (str(err).strip().splitlines() or [type(err).__name__])[0]
     line = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", line)
+    line = re.sub(r"^\[(?:PG ID|Rank) [^\]]*\]\s*", "", line)
     line = re.sub(r"^[\w.>-]+ [!=<>]=? [\w.>-]+\.\s*", "", line)    # a failed C++ check, e.g. "ifa != nullptr."
     return line.split(". ")[0].rstrip(".")
 
@@ -179,6 +274,15 @@ def gather_turns(rows, n_turns, settings, rows_per_turn=1):
     """The rows of every process's share of a batch of `n_turns` turns (`rows_per_turn` rows
     per turn), in batch order, on every process; differentiable."""
     return gather_rows(rows, [n * rows_per_turn for n in share_sizes(n_turns, settings)])
+
+
+def wait_for_gradients(settings):
+    """Hold the CPU until the gradient all_reduce that DDP started in backward is done: a barrier
+    queued behind it. DDP never waits for it on the CPU, and the next CUDA synchronisation would
+    wait for it without a time limit (under NCCL's blocking wait no watchdog runs); the barrier's
+    wait is the process group's, so a lost process raises here, in Python. Nothing in a plain run."""
+    if settings.distributed:
+        dist.barrier()
 
 
 def mean_over_processes(value):

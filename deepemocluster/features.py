@@ -5,6 +5,7 @@ Every number comes from utils.py, where each is defined once.
 """
 import functools
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -107,10 +108,23 @@ def norm_files(norm_dir):
     return {k: os.path.join(norm_dir, v) for k, v in names.items()}
 
 
+@dataclass(frozen=True, eq=False)
+class FeatureNorm:
+    """The NormTerm's feature statistics, (128,) float64 each: what every feature frame is
+    normalised with (method §3), one value wherever features are normalised."""
+    mean: np.ndarray
+    std: np.ndarray
+
+    def apply(self, feat):
+        """A (frames, 128) turn normalised (normalise_features)."""
+        return normalise_features(feat, self.mean, self.std)
+
+
 def load_norm_term(norm_dir, emotions=EMOTIONS, labels=None, features=None):
-    """Read the NormTerm files: feature mean/std (128,) and label mean/std per attribute.
-    When they are missing, the error gives the norm_para.py command that computes them from
-    the corpus's `labels` file and `features` folder (FILE and DIR where the caller has none)."""
+    """Read the NormTerm files: {"features": FeatureNorm, "<attribute>_mean"/"_std": the label
+    mean and std of each attribute in `emotions`}. When they are missing, the error gives the
+    norm_para.py command that computes them from the corpus's `labels` file and `features`
+    folder (FILE and DIR where the caller has none)."""
     paths = norm_files(norm_dir)
     wanted = ["feat_mean", "feat_std"] + [f"{e}_{s}" for e in emotions for s in ("mean", "std")]
     missing = [paths[k] for k in wanted if not os.path.isfile(paths[k])]
@@ -119,10 +133,9 @@ def load_norm_term(norm_dir, emotions=EMOTIONS, labels=None, features=None):
             f"normalisation file(s) missing: {', '.join(missing)}. Compute them with `{PYTHON} "
             f"norm_para.py --labels {labels or 'FILE'} --features {features or 'DIR'} --norm-dir "
             f"{norm_dir}` (from the corpus's Train split; see README).")
-    term = {}
-    for key in wanted:
-        value = np.asarray(load_mat(paths[key], NORM_VAR), dtype=np.float64).reshape(-1)
-        term[key] = value if key.startswith("feat") else float(value[0])
+    values = {key: np.asarray(load_mat(paths[key], NORM_VAR), dtype=np.float64).reshape(-1) for key in wanted}
+    term = {"features": FeatureNorm(values.pop("feat_mean"), values.pop("feat_std"))}
+    term.update((key, float(value[0])) for key, value in values.items())
     return term
 
 

@@ -40,10 +40,11 @@ SHARED_KEYS = ("format", "temporal_type", "epochs", "batch", "release", "release
                "feature_norm_sha256", *FEATURE_SETTINGS)
 
 
-def feature_norm_digest(feat_mean, feat_std):
-    """sha256 of the feature NormTerm (mean and std as float64): one NormTerm, one digest."""
+def feature_norm_digest(feature_norm):
+    """sha256 of the feature NormTerm (features.FeatureNorm: mean and std as float64): one
+    NormTerm, one digest."""
     digest = hashlib.sha256()
-    for values in (feat_mean, feat_std):
+    for values in (feature_norm.mean, feature_norm.std):
         digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
     return digest.hexdigest()
 

@@ -10,9 +10,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from deepemocluster.compute import configure_backends, pick_device, use_bf16, use_channels_last
+from deepemocluster.compute import Settings, configure_backends, inference_settings, use_channels_last
 from deepemocluster.features import (chunk_turn, extract_features, feature_pool, is_whole_turn_chunked,
-                                     load_norm_term, normalise_features, short_turn_warning)
+                                     load_norm_term, short_turn_warning)
 from deepemocluster.model_flags import attribute_checkpoints
 from deepemocluster.time_windows import audio_seconds, clip_windows, read_windows, window_features
 from model import EMBED_DIM, load_model, predict_batch, prepare_for_inference
@@ -29,9 +29,10 @@ LONG_RECORDING_SECONDS = 11.0
 
 
 # --- what predicts ------------------------------------------------------------------------------
-def load_attribute_models(args, device):
-    """The Act, Dom and Val models of the flags, ready for inference."""
-    return [prepare_for_inference(load_model(path, args.model_type, k), device, use_channels_last(args.precision))
+def load_attribute_models(args, settings):
+    """The Act, Dom and Val models of the flags, ready for inference on the device of `settings`."""
+    return [prepare_for_inference(load_model(path, args.model_type, k), settings.device,
+                                  use_channels_last(settings.precision))
             for _, k, _, path in attribute_checkpoints(args)]
 
 
@@ -42,11 +43,10 @@ def load_runner(args):
         from deepemocluster.onnx_runner import OnnxModels
 
         return OnnxModels(args.onnx)
-    device = pick_device(args.device)
-    bf16 = use_bf16(args.precision, device, training=False)
-    configure_backends(device, bf16)
+    settings = inference_settings(args.device, args.precision)
+    configure_backends(settings.device)
     norm = load_norm_term(args.norm_dir)
-    return TorchModels(load_attribute_models(args, device), norm, device, bf16)
+    return TorchModels(load_attribute_models(args, settings), norm, settings)
 
 
 def models_title(args, runner):
@@ -149,24 +149,22 @@ class Prediction(NamedTuple):
 
 
 class TorchModels(NamedTuple):
-    """The three attribute models in PyTorch and the NormTerm they were trained with
-    (onnx_runner.OnnxModels is the same for exported files)."""
+    """The three attribute models in PyTorch, the NormTerm they were trained with and where
+    they run (compute.inference_settings; onnx_runner.OnnxModels is the same for exported files)."""
     models: list
     norm: dict
-    device: torch.device
-    bf16: bool = False
+    settings: Settings
 
     def predict(self, feats, embeddings=False):
         """Each model's scores on the label scale (models × turns) for a list of raw (frames,
         128) turns and, with `embeddings`, their turn embeddings (models × turns × 256)."""
-        chunked = [chunk_turn(normalise_features(feat, self.norm["feat_mean"], self.norm["feat_std"]),
-                              whole_short_turns=True) for feat in feats]
-        scores, vectors = run_models(chunked, self.models, self.device, self.bf16, embeddings)
+        chunked = [chunk_turn(self.norm["features"].apply(feat), whole_short_turns=True) for feat in feats]
+        scores, vectors = run_models(chunked, self.models, self.settings, embeddings)
         return np.stack([scores[m] * self.norm[f"{e}_std"] + self.norm[f"{e}_mean"]
                          for m, e in enumerate(EMOTIONS)]), vectors
 
 
-def run_models(chunked, models, device, bf16, embeddings=False):
+def run_models(chunked, models, settings, embeddings=False):
     """Each model's normalised predictions (models × turns) for a list of chunked turns and,
     with `embeddings`, their 256-d turn embeddings (models × turns × 256).
 
@@ -180,7 +178,7 @@ def run_models(chunked, models, device, bf16, embeddings=False):
     vectors = np.empty((len(models), len(chunked), EMBED_DIM), np.float32) if embeddings else None
     for idx in groups:
         batch = torch.from_numpy(np.stack([chunked[i] for i in idx]))
-        for m, out in enumerate(predict_batch(models, batch, device, bf16, embeddings)):
+        for m, out in enumerate(predict_batch(models, batch, settings, embeddings)):
             if embeddings:
                 scores[m, idx], vectors[m, idx] = out
             else:

@@ -12,6 +12,8 @@ model_type, model_dir, norm_dir, epochs, batch_size, num_clusters, unlabel_size,
 precision, workers, or onnx for the files of export_onnx.py), checked as the command line
 checks them, and loads the Act, Dom and Val models once. predict() runs the prediction engine (prediction.predict_folder) on what it is given, so a file
 gets the row the CSV gives it; an array is predicted as a file holding those samples would be.
+The backend flags the script sets (on a GPU: no TF32, cuDNN autotuning) apply while a Predictor
+loads and predicts; the process's own are as it found them once it returns.
 """
 import contextlib
 import io
@@ -21,6 +23,7 @@ import warnings
 import numpy as np
 
 from deepemocluster import prediction, prediction_flags
+from deepemocluster.compute import backends_restored, configured_backends
 from deepemocluster.features import walk_audio
 from utils import EMOTIONS, UserError
 
@@ -60,7 +63,8 @@ class Predictor:
         self.argv = [word for key, value in settings.items() if value is not None
                      for word in (FLAGS[key], flag_value(value))]
         self.args = script_args(self.argv)
-        self.runner = prediction.load_runner(self.args)
+        with backends_restored():
+            self.runner = prediction.load_runner(self.args)
 
     def __repr__(self):
         return f"Predictor({prediction.models_title(self.args, self.runner)})"
@@ -82,7 +86,8 @@ class Predictor:
 
         window, hop = self.window_flags(window, hop)
         items = self.inputs(audio, sample_rate, name)
-        result = prediction.predict_folder(items, self.runner, self.args.workers, window, hop, embeddings)
+        with self.scripts_backends():
+            result = prediction.predict_folder(items, self.runner, self.args.workers, window, hop, embeddings)
         if result.errors:
             listed = "; ".join(f"{file}: {reason}" for file, reason in result.errors[:3])
             message = f"{len(result.errors)} of {len(items)} input(s) could not be predicted: {listed}"
@@ -98,6 +103,13 @@ class Predictor:
         if embeddings:
             return table, dict(zip(EMOTIONS, result.embeddings))
         return table
+
+    def scripts_backends(self):
+        """prediction_process.py's backend flags while this Predictor predicts (on a GPU, no
+        TF32: its numbers depend on it), the caller's own again once it returns."""
+        if isinstance(self.runner, prediction.TorchModels):
+            return configured_backends(self.runner.settings.device)
+        return contextlib.nullcontext()        # ONNX Runtime: no torch flags
 
     def window_flags(self, window, hop):
         """--window and --hop, checked as the command line checks them."""

@@ -1,8 +1,9 @@
 """What a training run writes (method §6 step 10, README "Flags"): the released checkpoint
-name and its companions (Run), the plots of its trends, and the state after each epoch that
---resume continues from. main.py writes them (under torchrun, rank 0 alone)."""
+name and its companions (TrainingFiles), the plots of its trends, and the state after each epoch
+(TrainingState) that --resume continues from. main.py writes them (under torchrun, rank 0 alone)."""
 import json
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,17 +18,23 @@ RUN_FILES = {"checkpoint": ".pth.tar", "resume": "_resume.pth.tar", "cluster_log
              "train_plot": "_TrainLoss.png"}
 
 
-class Run:
-    """Where one training run keeps its files: the released checkpoint name and its companions."""
+class TrainingFiles:
+    """Where one training run keeps its files: the released checkpoint name and its companions
+    (an attribute per RUN_FILES key)."""
 
-    def __init__(self, args):
-        name = checkpoint_name(args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
-                               args.model_type, args.unlabel_size)
-        self.stem = os.path.join(args.model_dir, name[:-len(".pth.tar")])
+    def __init__(self, model_dir, epochs, batch_size, num_clusters, emo_attr, model_type, unlabel_size=0):
+        name = checkpoint_name(epochs, batch_size, num_clusters, emo_attr, model_type, unlabel_size)
+        self.stem = os.path.join(model_dir, name[:-len(".pth.tar")])
         for key, suffix in RUN_FILES.items():
             setattr(self, key, self.stem + suffix)
 
-    def files(self):
+    @classmethod
+    def from_args(cls, args):
+        """The files of the run that main.py's flags describe."""
+        return cls(args.model_dir, args.epochs, args.batch_size, args.num_clusters, args.emo_attr,
+                   args.model_type, args.unlabel_size)
+
+    def paths(self):
         return [getattr(self, key) for key in RUN_FILES]
 
     def check_not_taken(self, resume, overwrite):
@@ -40,6 +47,44 @@ class Run:
         raise UserError(f"{self.checkpoint} already holds a checkpoint; not replacing it. Use "
                         f"{hint}--overwrite to train it again from scratch, or --model-dir DIR to "
                         "train into another folder")
+
+
+# What the history holds for each epoch, in this order (ran_on: where_it_ran's record).
+HISTORY_KEYS = ("train_loss", "unsup_loss", "val_loss", "nmi", "seconds", "ran_on")
+
+
+def where_it_ran(settings, compiled):
+    """Where and how an epoch ran, as the history records it for the sweep's results: the device
+    (its type under torchrun), the precision, whether the encoder was compiled, and the processes
+    and their backend (None for a plain run, not under torchrun)."""
+    return {"device": settings.device.type if settings.distributed else str(settings.device),
+            "precision": "bf16" if settings.bf16 else "fp32", "compiled": compiled,
+            "processes": settings.world_size, "backend": settings.backend}
+
+
+@dataclass
+class TrainingState:
+    """What a training run carries from epoch to epoch, saves after each (save_epoch_state) and
+    --resume restores (resume_state): the model, its optimisers (SGD, Adam), the random streams
+    (numpy's for the k-means seeds, sampling and validation order; torch's for the triplets, None
+    but for Temp-Triplet), each epoch's history and clustering, and how far the run has come."""
+
+    model: torch.nn.Module
+    optimizers: tuple
+    rng: np.random.Generator
+    triplet_gen: torch.Generator = None
+    history: dict = field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
+    cluster_log: list = field(default_factory=list)
+    epoch: int = 0                  # epochs completed: the 0-based index of the one under way
+    best: float = float("inf")      # the lowest validation loss so far
+
+    def end_epoch(self, **values):
+        """Record the epoch under way in the history (a value per HISTORY_KEYS key); it is completed.
+        A key the history lacks (one resumed from before the key existed) gets None for the
+        epochs before."""
+        for key, value in values.items():
+            self.history.setdefault(key, [None] * self.epoch).append(value)
+        self.epoch += 1
 
 
 # --- method §6 step 10 -----------------------------------------------------------------
@@ -57,7 +102,7 @@ def epoch_axis(ax, n_epochs):
     ax.set_xlabel("epoch")
 
 
-def plot_trends(history, run, title):
+def plot_trends(history, files, title):
     """NMI and validation loss per epoch in one PNG, training loss in another; both name
     the run, mark the saved epoch and tick whole epochs."""
     import matplotlib
@@ -82,7 +127,7 @@ def plot_trends(history, run, title):
     ax1.legend(loc="best", fontsize=8)
     fig.suptitle(f"{title}\n{subtitle}", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, run.nmi_val_plot)
+    save_figure(fig, files.nmi_val_plot)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(epochs, history["train_loss"], "o-", label="supervised stage")
     if any(v is not None for v in history.get("unsup_loss", [])):
@@ -94,7 +139,7 @@ def plot_trends(history, run, title):
     ax.legend(fontsize=8)
     fig.suptitle(f"{title}\nTraining loss", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, run.train_plot)
+    save_figure(fig, files.train_plot)
     plt.close("all")
 
 
@@ -116,23 +161,49 @@ def save_figure(fig, path):
 
 
 # --- resuming -----------------------------------------------------------------------------
-def save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen):
-    """Everything needed to continue after this epoch; each file replaced atomically."""
-    save_npy(run.cluster_log, np.stack(cluster_log))
-    save_json(run.history, history)
-    save_torch(run.resume, {
-        "epoch": epoch + 1, "best_val_loss": best,
+def save_epoch_state(files, training):
+    """Everything needed to continue after the epochs `training` (TrainingState) completed;
+    each file replaced atomically."""
+    model, optimizers = training.model, training.optimizers
+    rng, triplet_gen = training.rng, training.triplet_gen
+    save_npy(files.cluster_log, np.stack(training.cluster_log))
+    save_json(files.history, training.history)
+    save_torch(files.resume, {
+        "epoch": training.epoch, "best_val_loss": training.best,
         "state_dict": released_state_dict(model),
         "sgd": optimizers[0].state_dict(), "adam": optimizers[1].state_dict(),
         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda_rng": device_rng_state(run_device(model)),
         "triplet_rng": triplet_gen.get_state() if triplet_gen is not None else None})
 
 
-def resume_state(run, model, optimizers, rng, triplet_gen):
-    if not os.path.isfile(run.resume):
-        raise UserError(f"--resume: no interrupted training to continue ({run.resume} not found)")
-    state = read_checkpoint(run.resume)
+def run_device(model):
+    """The device a run trains on: its model's."""
+    return next(model.parameters()).device
+
+
+def device_rng_state(device):
+    """The random state of the run's GPU (its dropout masks), or None for a CPU run, which
+    makes no CUDA call: on a GPU machine that would open a CUDA context on GPU 0."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def restore_device_rng(saved, device):
+    """Put a saved GPU random state back on the run's GPU. A CPU run, or a state saved by a
+    CPU run (None) or by an earlier version (a list, one per GPU), leaves the GPU's stream as
+    seeded."""
+    if device.type == "cuda" and isinstance(saved, torch.Tensor):
+        torch.cuda.set_rng_state(saved, device)
+
+
+def resume_state(files, training):
+    """`training`, a fresh run's TrainingState, brought to where the run was saved after its last
+    completed epoch."""
+    model, optimizers = training.model, training.optimizers
+    rng, triplet_gen = training.rng, training.triplet_gen
+    if not os.path.isfile(files.resume):
+        raise UserError(f"--resume: no interrupted training to continue ({files.resume} not found)")
+    state = read_checkpoint(files.resume)
     model.restore_cluster_head()
     model.load_state_dict(canonical_state_dict(state["state_dict"]))
     model.remove_cluster_head()
@@ -140,18 +211,18 @@ def resume_state(run, model, optimizers, rng, triplet_gen):
     optimizers[1].load_state_dict(state["adam"])
     rng.bit_generator.state = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") and torch.cuda.is_available():   # saved with as many GPUs, or more
-        torch.cuda.set_rng_state_all(state["cuda_rng"][:torch.cuda.device_count()])
+    restore_device_rng(state.get("cuda_rng"), run_device(model))
     if triplet_gen is not None and state["triplet_rng"] is not None:
         triplet_gen.set_state(state["triplet_rng"])
     epoch = state["epoch"]
     try:
-        with open(run.history) as f:
+        with open(files.history) as f:
             history = json.load(f)
-        cluster_log = list(np.load(run.cluster_log, allow_pickle=False))
+        cluster_log = list(np.load(files.cluster_log, allow_pickle=False))
     except (OSError, ValueError) as err:
         raise UserError(f"--resume: cannot read the training history or cluster log beside "
-                        f"{run.resume} ({err}); start the training again without --resume")
+                        f"{files.resume} ({err}); start the training again without --resume")
     # A kill between writing these and the resume file leaves them one epoch ahead.
-    history = {k: v[:epoch] for k, v in history.items()}
-    return epoch, state["best_val_loss"], history, cluster_log[:epoch]
+    training.history = {k: v[:epoch] for k, v in history.items()}
+    training.cluster_log = cluster_log[:epoch]
+    training.epoch, training.best = epoch, state["best_val_loss"]

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import numpy as np
 
 from sweep.run import ROOT, commands, plan, read_json
-from utils import DISK_FULL, KEPT, UserError, full_disk_reported, save_json
+from utils import DISK_FULL, NOTHING_HALF_WRITTEN, UserError, full_disk_reported, save_json
 
 SCRIPT_STOP_S = 10        # a script's time to end on SIGTERM before it is killed
 AFTER_FULL_DISK = ("Free space, then run the same command again: finished runs are kept, and "
@@ -91,13 +91,13 @@ def end(proc):
             proc.wait()
 
 
-def child_env(s):
-    env = dict(os.environ, OMP_NUM_THREADS=str(s.threads), MKL_NUM_THREADS=str(s.threads),
+def child_env(settings):
+    env = dict(os.environ, OMP_NUM_THREADS=str(settings.threads), MKL_NUM_THREADS=str(settings.threads),
                PYTHONUNBUFFERED="1")
     return env
 
 
-def run_one(run, s, device, children, commit):
+def run_one(run, settings, device, children, commit):
     """Bring one run to 'done': train (or resume) and test as needed; record the outcome in
     run.json. Returns (status, error, wall seconds); status None when the sweep was stopped."""
     os.makedirs(run.folder, exist_ok=True)
@@ -109,14 +109,14 @@ def run_one(run, s, device, children, commit):
         except BlockingIOError:
             status, error = "failed", ("another process is still working on this run (a script "
                                        "left by an interrupted sweep?); run the sweep again later")
-            save_json(os.path.join(run.folder, "run.json"), {"split": s.split, "status": status,
+            save_json(os.path.join(run.folder, "run.json"), {"split": settings.split, "status": status,
                                                              "error": error, "commit": commit})
             return status, error, 0.0
-        action = plan(run, s.split)
+        action = plan(run, settings.split)
         status, error, test_seconds = "ok", "", None
-        for step, cmd in commands(run, s, device, action):
+        for step, cmd in commands(run, settings, device, action):
             t_step = time.time()
-            rc, last = execute(cmd, os.path.join(run.folder, f"{step}.log"), child_env(s),
+            rc, last = execute(cmd, os.path.join(run.folder, f"{step}.log"), child_env(settings),
                                lock_fd, children, action if step == "main" else "test")
             if children.stopping:
                 return None, "interrupted", time.time() - t0
@@ -127,7 +127,7 @@ def run_one(run, s, device, children, commit):
             if step == "test":
                 test_seconds = time.time() - t_step
         save_json(os.path.join(run.folder, "run.json"),
-                  {"split": s.split, "status": status, "error": error, "commit": commit,
+                  {"split": settings.split, "status": status, "error": error, "commit": commit,
                    "test_seconds": test_seconds})
         return status, error, time.time() - t0
     finally:
@@ -185,22 +185,22 @@ def format_seconds(sec):
     return f"{sec // 3600}h{sec % 3600 // 60:02d}m" if sec >= 3600 else f"{sec // 60}m{sec % 60:02d}s"
 
 
-def run_all(s, todo, commit, after_each):
-    """The runs, len(s.slots) at a time, each on a free slot's device; the failed ones."""
+def run_all(settings, todo, commit, after_each):
+    """The runs, len(settings.slots) at a time, each on a free slot's device; the failed ones."""
     free = queue.Queue()
-    for device in s.slots:
+    for device in settings.slots:
         free.put(device)
-    children, progress, failed = Children(), Progress(len(todo), len(s.slots)), []
+    children, progress, failed = Children(), Progress(len(todo), len(settings.slots)), []
 
     def work(run):
         device = free.get()
         try:
             progress.start(run)
-            return run_one(run, s, device, children, commit)
+            return run_one(run, settings, device, children, commit)
         finally:
             free.put(device)
 
-    pool = ThreadPoolExecutor(max_workers=len(s.slots))
+    pool = ThreadPoolExecutor(max_workers=len(settings.slots))
     previous = signal.getsignal(signal.SIGTERM) if in_main_thread() else None
     if previous is not None:
         signal.signal(signal.SIGTERM, raise_interrupt)
@@ -209,13 +209,14 @@ def run_all(s, todo, commit, after_each):
         for future in as_completed(futures):
             run = futures[future]
             status, error, seconds = future.result()
-            ccc = (read_json(run.test_json(s.split)) or {}).get("ccc", float("nan"))
+            ccc = (read_json(run.test_json(settings.split)) or {}).get("ccc", float("nan"))
             progress.finish(run, status, error, seconds, ccc)
             if status != "ok":
                 failed.append((run, error))
             after_each()
             if DISK_FULL in error:   # every later run would meet it too; the script's advice
-                report = error.split(KEPT)[0] + KEPT if KEPT in error else error   # is the sweep's
+                report = (error.split(NOTHING_HALF_WRITTEN)[0] + NOTHING_HALF_WRITTEN   # is the sweep's
+                          if NOTHING_HALF_WRITTEN in error else error)
                 raise UserError(f"{run.name} stopped, {report}. {AFTER_FULL_DISK}")
     except BaseException:      # Ctrl-C, SIGTERM, or a fault here: stop the scripts too
         children.terminate()

@@ -18,37 +18,39 @@ from deepemocluster.compute import pick_device
 from utils import TRAIN_SPLIT, UserError
 
 
-def check_sweep(s):
-    """Raise the UserError the first failing run of sweep `s` (reproduce.Settings) would stop on."""
-    check_folders(s)
-    check_batch(s.batch, s.processes)
-    load_norm_term(s.norm_dir, s.emotions, s.labels, s.features)
-    val_split = validation_split(s.labels, s.val_split)
+def check_sweep(settings):
+    """Raise the UserError the first failing run of the sweep `settings` (reproduce.Settings) would
+    stop on."""
+    check_folders(settings)
+    check_batch(settings.batch, settings.processes)
+    load_norm_term(settings.norm_dir, settings.emotions, settings.labels, settings.features)
+    val_split = validation_split(settings.labels, settings.val_split)
     stems = set()
-    for emo in s.emotions:
-        train, _ = read_labels(s.labels, TRAIN_SPLIT, (emo,))
-        for split in (val_split, s.split):
-            stems.update(read_labels(s.labels, split, (emo,))[0])
+    for emo in settings.emotions:
+        train, _ = read_labels(settings.labels, TRAIN_SPLIT, (emo,))
+        for split in (val_split, settings.split):
+            stems.update(read_labels(settings.labels, split, (emo,))[0])
         stems.update(train)
-        for k in s.clusters:
+        for k in settings.clusters:
             check_cluster_count(len(train), k, "the Train split")
-    feature_paths(s.features, sorted(stems))
-    for n in [n for n in s.unlabels if n > 0]:
-        for k in s.clusters:
-            unlabelled_files(s.unlabeled_features, n, k)
-    if s.slurm is None:         # a SLURM job's GPU is on its node, not on this machine
-        for device in dict.fromkeys(s.slots):
+    feature_paths(settings.features, sorted(stems))
+    for n in [n for n in settings.unlabels if n > 0]:
+        for k in settings.clusters:
+            unlabelled_files(settings.unlabeled_features, n, k)
+    if settings.slurm is None:         # a SLURM job's GPU is on its node, not on this machine
+        for device in dict.fromkeys(settings.slots):
             pick_device(device)
 
 
-def check_folders(s):
+def check_folders(settings):
     """The data folders and the labels file exist; --out, if it exists, is a folder."""
-    checks = [(s.features, os.path.isdir, "--features folder"), (s.labels, os.path.isfile, "--labels file"),
-              (s.norm_dir, os.path.isdir, "--norm-dir folder")]
-    if any(s.unlabels):
-        checks.append((s.unlabeled_features, os.path.isdir, "--unlabeled-features folder"))
+    checks = [(settings.features, os.path.isdir, "--features folder"),
+              (settings.labels, os.path.isfile, "--labels file"),
+              (settings.norm_dir, os.path.isdir, "--norm-dir folder")]
+    if any(settings.unlabels):
+        checks.append((settings.unlabeled_features, os.path.isdir, "--unlabeled-features folder"))
     for path, exists, what in checks:
         if not exists(path):
             raise UserError(f"{what} not found: {path}")
-    if os.path.exists(s.out) and not os.path.isdir(s.out):
-        raise UserError(f"--out {s.out} exists and is not a folder")
+    if os.path.exists(settings.out) and not os.path.isdir(settings.out):
+        raise UserError(f"--out {settings.out} exists and is not a folder")

@@ -6,12 +6,10 @@ Nothing here starts a process: an executor (sweep/local.py) runs the command lin
 """
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 
-from model import checkpoint_name
-from deepemocluster.training_files import saved_epoch
+from deepemocluster.training_files import TrainingFiles, saved_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the scripts' folder: commands run from here
 
@@ -33,10 +31,10 @@ class Run:
     def name(self):
         return os.path.basename(self.folder)
 
-    def path(self, suffix):
-        """A file beside the checkpoint: '' → the checkpoint, '_history.json', '_resume.pth.tar'."""
-        name = checkpoint_name(self.epochs, self.batch, self.k, self.emo, self.type, self.unlabel)
-        return os.path.join(self.folder, name[:-len(".pth.tar")] + (suffix or ".pth.tar"))
+    @property
+    def files(self):
+        """The files its training writes into its folder (checkpoint, history, resume...)."""
+        return TrainingFiles(self.folder, self.epochs, self.batch, self.k, self.emo, self.type, self.unlabel)
 
     def test_json(self, split):
         return os.path.join(self.folder, f"test_{split}.json")
@@ -52,7 +50,7 @@ def read_json(path):
 
 
 def trained_epochs(run):
-    history = read_json(run.path("_history.json"))
+    history = read_json(run.files.history)
     try:
         return len(history["val_loss"])
     except (TypeError, KeyError):
@@ -61,13 +59,13 @@ def trained_epochs(run):
 
 def plan(run, split):
     """What a run still needs: 'done', 'test', 'resume', 'overwrite' or 'train'."""
-    has_ckpt = os.path.isfile(run.path(""))
+    has_ckpt = os.path.isfile(run.files.checkpoint)
     epochs = trained_epochs(run)
     if has_ckpt and read_json(run.test_json(split)) is not None:
         return "done"
     if has_ckpt and epochs >= run.epochs:
         return "test"        # training finished (its history is written after the checkpoint)
-    if os.path.isfile(run.path("_resume.pth.tar")) and has_ckpt and epochs > 0:
+    if os.path.isfile(run.files.resume) and has_ckpt and epochs > 0:
         return "resume"      # killed after a completed epoch
     if has_ckpt:
         return "overwrite"   # killed inside epoch 1's saving: a checkpoint without a resume state
@@ -83,53 +81,51 @@ def training_launcher(processes):
             "--nproc_per_node", str(processes)]
 
 
-def commands(run, s, device, action):
+def commands(run, settings, device, action):
     """The main.py and online_testing.py command lines a run still needs."""
     model = ["-ep", str(run.epochs), "-batch", str(run.batch), "-emo", run.emo, "-nc", str(run.k),
              "-mt", run.type, "-unlabel", str(run.unlabel), "--precision", run.precision,
-             "--norm-dir", s.norm_dir, "--model-dir", run.folder, "--device", device,
-             "--features", s.features, "--labels", s.labels, "--cache-dir", s.cache_dir]
+             "--norm-dir", settings.norm_dir, "--model-dir", run.folder, "--device", device,
+             "--features", settings.features, "--labels", settings.labels, "--cache-dir", settings.cache_dir]
     out = []
     if action in ("train", "resume", "overwrite"):
         extra = {"train": [], "resume": ["--resume"], "overwrite": ["--overwrite"]}[action]
-        out.append(("main", training_launcher(s.processes) + ["main.py"] + model +
-                    ["--seed", str(run.seed), "--unlabeled-features", s.unlabeled_features,
-                     "--val-split", s.val_split] + extra))
+        out.append(("main", training_launcher(settings.processes) + ["main.py"] + model +
+                    ["--seed", str(run.seed), "--unlabeled-features", settings.unlabeled_features,
+                     "--val-split", settings.val_split] + extra))
     out.append(("test", [sys.executable, "online_testing.py"] + model +
-                ["--split", s.split, "--result-json", run.test_json(s.split)]))
+                ["--split", settings.split, "--result-json", run.test_json(settings.split)]))
     return out
 
 
 def trained_device(run):
-    """Device and arithmetic of the last training, as main.py's log reports them ('cpu (bf16)')."""
-    try:
-        with open(os.path.join(run.folder, "main.log")) as f:
-            found = re.findall(r"^training .* on (?:(\d+) processes \(\w+, )?([\w:]+),? \(?(bf16|fp32)\b",
-                               f.read(), re.M)
-    except OSError:
+    """Device and arithmetic of the last epoch trained, as the run's history records them
+    (training_files.where_it_ran): 'cpu (bf16)', 'cuda (fp32) x 2 processes' under torchrun."""
+    history = read_json(run.files.history) or {}
+    places = [place for place in history.get("ran_on", []) if place]
+    if not places:
         return ""
-    if not found:
-        return ""
-    processes, device, precision = found[-1]
-    return f"{device} ({precision}){f' x {processes} processes' if processes else ''}"
+    place = places[-1]
+    processes = f" x {place['processes']} processes" if place["backend"] else ""
+    return f"{place['device']} ({place['precision']}){processes}"
 
 
-def make_row(run, s):
+def make_row(run, settings):
     """The results.csv row of a run from its folder: finished, or failed at its last attempt;
     None for a run not attempted yet or left unfinished (it runs again)."""
     record = read_json(os.path.join(run.folder, "run.json")) or {}
-    done = plan(run, s.split) == "done"
-    if not done and (record.get("split"), record.get("status")) != (s.split, "failed"):
+    done = plan(run, settings.split) == "done"
+    if not done and (record.get("split"), record.get("status")) != (settings.split, "failed"):
         return None
-    result = read_json(run.test_json(s.split)) if done else None
-    history = read_json(run.path("_history.json"))
+    result = read_json(run.test_json(settings.split)) if done else None
+    history = read_json(run.files.history)
     best = seconds = ""
     if history and history.get("val_loss"):
         best = saved_epoch(history)
         seconds = sum(history.get("seconds", [])) + (record.get("test_seconds") or 0)
         seconds = f"{seconds:.1f}"
     return {"type": run.type, "attribute": run.emo, "K": run.k, "unlabel": run.unlabel,
-            "seed": run.seed, "epochs": run.epochs, "batch": run.batch, "split": s.split,
+            "seed": run.seed, "epochs": run.epochs, "batch": run.batch, "split": settings.split,
             "CCC": repr(float(result["ccc"])) if result else "", "best_epoch": best,
             "seconds": seconds, "precision": run.precision, "device": trained_device(run),
             "commit": record.get("commit", ""),

@@ -158,11 +158,11 @@ def link_log(run, log):
     os.replace(tmp, link)
 
 
-def submit(s, todo, commit, ledger):
+def submit(settings, todo, commit, ledger):
     """The runs as one SLURM job array; their records in the ledger."""
-    o = s.slurm
-    ex = make_executor(job_folder(s.out), o)
-    job_settings = replace(s, slots=(o.device,))     # s.threads: the job's CPUs per process
+    o = settings.slurm
+    ex = make_executor(job_folder(settings.out), o)
+    job_settings = replace(settings, slots=(o.device,))     # settings.threads: the job's CPUs per process
     try:
         with ex.batch():
             submitted = [ex.submit(RunJob(run, job_settings, commit)) for run in todo]
@@ -208,43 +208,43 @@ def collect_hint(out):
             "waits for them")
 
 
-def sweep(s, runs, commit, write_results, settings_json):
+def sweep(settings, runs, commit, write_results, settings_json):
     """Submit what is left as one job array, then wait for every job; exit code (1 if any run
     failed or was cancelled, or a job is stuck pending; 130 on Ctrl-C, which leaves the jobs
     running)."""
     check_accounting()
-    ledger = Ledger(s.out, settings_json)
-    statuses = refresh(ledger, runs, s.split, commit)
+    ledger = Ledger(settings.out, settings_json)
+    statuses = refresh(ledger, runs, settings.split, commit)
     todo = [r for r in runs if statuses[r.name] not in ("done",) + IN_FLIGHT]
     if todo:
-        check_fits(s.slurm)
+        check_fits(settings.slurm)
     n = {k: sum(v == k for v in statuses.values()) for k in STATUSES}
     print(f"{len(runs)} run(s) in the grid: {n['done']} already finished, {n['queued']} queued and "
           f"{n['running']} running on SLURM, {len(todo)} to submit as one job array "
-          f"({s.slurm.describe()}); SLURM logs in {os.path.join(s.out, FOLDER)}, linked as "
+          f"({settings.slurm.describe()}); SLURM logs in {os.path.join(settings.out, FOLDER)}, linked as "
           f"slurm.log in each run's folder", flush=True)
     if todo:
-        submitted = submit(s, todo, commit, ledger)
+        submitted = submit(settings, todo, commit, ledger)
         statuses.update({r.name: "queued" for r in todo})
         array = submitted[0].job_id.split("_")[0]
         show(statuses, f"submitted {len(todo)} job(s): {array}" +
              (f"_[0-{len(todo) - 1}]" if len(todo) > 1 else ""))
     ledger.save()
     write_results()
-    return wait(s, runs, ledger, statuses, commit, write_results)
+    return wait(settings, runs, ledger, statuses, commit, write_results)
 
 
-def wait(s, runs, ledger, statuses, commit, write_results):
+def wait(settings, runs, ledger, statuses, commit, write_results):
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     started = time.time()
     try:
         while ledger.in_flight(runs):
             time.sleep(POLL_SECONDS)
-            now = refresh(ledger, runs, s.split, commit)
+            now = refresh(ledger, runs, settings.split, commit)
             changed = [r for r in runs if now[r.name] != statuses[r.name]]
             statuses = now
             for run in changed:
-                show(statuses, change_text(run, ledger.jobs.get(run.name), statuses[run.name], s.split))
+                show(statuses, change_text(run, ledger.jobs.get(run.name), statuses[run.name], settings.split))
             if changed:
                 ledger.save()
                 write_results()
@@ -252,13 +252,13 @@ def wait(s, runs, ledger, statuses, commit, write_results):
             if blocked:
                 return report_stuck(blocked, ledger, write_results)
     except KeyboardInterrupt:
-        return interrupted(s, runs, ledger, commit, write_results)
+        return interrupted(settings, runs, ledger, commit, write_results)
     finally:
         signal.signal(signal.SIGTERM, previous)
     ledger.save()
     write_results(figure=True)
     print(f"{counts_text(statuses)} after {format_seconds(time.time() - started)} of waiting\n"
-          f"results: {os.path.join(s.out, 'results.csv')}, results.md, results.png", flush=True)
+          f"results: {os.path.join(settings.out, 'results.csv')}, results.md, results.png", flush=True)
     return summarise(runs, ledger, statuses)
 
 
@@ -277,16 +277,16 @@ def report_stuck(blocked, ledger, write_results):
     return 1
 
 
-def interrupted(s, runs, ledger, commit, write_results):
+def interrupted(settings, runs, ledger, commit, write_results):
     """Ctrl-C (or SIGTERM) while waiting: the jobs' states asked once more, so that only jobs
     SLURM still holds are said to keep running. Exit code 130."""
-    statuses = refresh(ledger, runs, s.split, commit)
+    statuses = refresh(ledger, runs, settings.split, commit)
     ledger.save()
     write_results()
     left = [ledger.jobs[r.name]["job_id"] for r in ledger.in_flight(runs)]
     if left:
         print(f"\ninterrupted: {len(left)} SLURM job(s) keep running ({', '.join(left)}); "
-              f"{collect_hint(s.out)}", flush=True)
+              f"{collect_hint(settings.out)}", flush=True)
     else:
         print(f"\ninterrupted: no SLURM job of this sweep is queued or running "
               f"({counts_text(statuses)}); the same command submits what is left", flush=True)
@@ -307,20 +307,20 @@ def summarise(runs, ledger, statuses):
     return 1 if bad else 0
 
 
-def report(s, runs, write_results, settings_json):
+def report(settings, runs, write_results, settings_json):
     """--report on a SLURM sweep, while its jobs run or after: the states from SLURM, then
     results.csv, results.md and results.png from the runs' folders."""
-    ledger = Ledger(s.out, settings_json)
+    ledger = Ledger(settings.out, settings_json)
     try:
         check_accounting()
         ask_slurm = True
     except UserError as err:      # e.g. the sweep's folder copied off the cluster
         print(f"{err}: the jobs' states below are those last recorded")
         ask_slurm = False
-    statuses = refresh(ledger, runs, s.split, "", ask_slurm)
+    statuses = refresh(ledger, runs, settings.split, "", ask_slurm)
     ledger.save()
     write_results(figure=True)
-    print(f"SLURM sweep {s.out}: {counts_text(statuses)}")
+    print(f"SLURM sweep {settings.out}: {counts_text(statuses)}")
     for run in runs:
         if statuses[run.name] in IN_FLIGHT:
             record = ledger.jobs[run.name]
@@ -331,5 +331,5 @@ def report(s, runs, write_results, settings_json):
                       (": SLURM never starts it as it is; cancel or change it" if never else ""))
     summarise(runs, ledger, statuses)
     if ledger.in_flight(runs):
-        print("some jobs are still queued or running: " + collect_hint(s.out))
+        print("some jobs are still queued or running: " + collect_hint(settings.out))
     return 0

@@ -20,7 +20,7 @@ from bench.training import bench_epochs, epoch_rows
 from support import ROOT
 from dataloader import LabelledTurns
 from deepemocluster.labels import feature_paths, read_labels, validation_split
-from deepemocluster.compute import cpu_capability, cpu_flags
+from deepemocluster.compute import Settings, cpu_capability, cpu_flags
 from utils import EMOTIONS, FEATURE_VAR, N_MELS, load_mat
 
 
@@ -113,12 +113,12 @@ def test_a_real_epoch_of_both_designs_is_accounted_stage_by_stage(tmp_path):
     val = LabelledTurns("Development", labels, feats, norm, EMOTION, cache)
     device = torch.device("cpu")
     fast, base = model_pair("Temp-Triplet", 10, device, True, 0)
-    reader = PerChunkReader(feature_paths(feats, train.stems), norm["feat_mean"], norm["feat_std"])
-    val_reader = PerChunkReader(feature_paths(feats, val.stems), norm["feat_mean"], norm["feat_std"])
+    reader = PerChunkReader(feature_paths(feats, train.stems), norm["features"])
+    val_reader = PerChunkReader(feature_paths(feats, val.stems), norm["features"])
 
     class Args:
         model_type, num_clusters, batch, repeats, train_batches = "Temp-Triplet", 10, 2, 1, 1
-    epochs, designs = bench_epochs(fast, base, train, val, reader, val_reader, Args, device, False)
+    epochs, designs = bench_epochs(fast, base, train, val, reader, val_reader, Args, Settings(device))
     for name in ("fast", "base"):
         e = epochs[name]
         assert set(e["stages"]) == set(EPOCH_STAGES)

@@ -7,6 +7,7 @@ the project writes; once on a real tmpfs where the tests run as root. Scripts ru
 `__main__` does: main(argv) under run_cli with the script's own advice; the sweep's scripts
 are real child processes, given the full disk through their environment.
 """
+import dataclasses
 import errno
 import json
 import os
@@ -38,7 +39,7 @@ import utils  # noqa: E402
 from dataloader import cache_bytes  # noqa: E402
 from deepemocluster.labels import read_labels  # noqa: E402
 from model import build_model  # noqa: E402
-from utils import AGAIN, DiskFullError, UserError, human_size, run_cli  # noqa: E402
+from utils import DiskFullError, FREE_SPACE_AND_RERUN, UserError, human_size, run_cli  # noqa: E402
 
 FREE = 12_345                      # what the tests' disks have left, as the message says it
 FREE_TEXT = "12.3 kB"
@@ -53,7 +54,8 @@ RESUME_ADVICE = ("Free space, then run the same command again with --resume: the
 def cli(script, argv):
     """script.main(argv) as its `__main__` runs it: run_cli with the script's advice."""
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: script.main([str(a) for a in argv]), disk_full=ADVICE.get(script, AGAIN))
+        run_cli(lambda: script.main([str(a) for a in argv]),
+                disk_full=ADVICE.get(script, FREE_SPACE_AND_RERUN))
     return exit_info.value.code
 
 
@@ -130,33 +132,34 @@ def test_training_stopped_by_a_full_disk_resumes_to_the_uninterrupted_result(
 def epoch_1_saved(corpus, tmp_path):
     """A run's files after epoch 1 (model, optimisers, generators as main.py saves them)."""
     args = train_script.parse_args([str(a) for a in train_argv(corpus, tmp_path / "m", epochs=2)])
-    run = train_script.Run(args)
+    run = train_script.TrainingFiles.from_args(args)
     model = build_model("Temp-Triplet", K)
     model.remove_cluster_head()
     optimizers = train_script.make_optimizers(model)
     model.restore_cluster_head()
     rng, triplet_gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
     history = {"train_loss": [3.0], "unsup_loss": [None], "val_loss": [1.0], "nmi": [None], "seconds": [1.0]}
-    state = (run, model, optimizers, 0, 1.0, history, [np.zeros(4 * 11, np.int32)], rng, triplet_gen)
+    state = train_script.TrainingState(model, optimizers, rng, triplet_gen, history,
+                                       [np.zeros(4 * 11, np.int32)], epoch=1, best=1.0)
     train_script.save_torch(run.checkpoint, {"arch": "x", "state_dict": {"w": torch.ones(2)}})
-    train_script.save_epoch_state(*state)
+    train_script.save_epoch_state(run, state)
     train_script.plot_trends(history, run, "a run")
-    return state
+    return run, state
 
 
 @pytest.mark.parametrize("suffix", ["_clusters.npy", "_history.json", "_resume.pth.tar",
                                     "_NMI_ValLoss.png", "_TrainLoss.png"])
 def test_each_file_of_an_epoch_meets_a_full_disk(epoch_1_saved, disk, suffix, capsys):
     """Epoch 2's cluster log, history, resume state and plots: the message, and epoch 1's files."""
-    run, model, optimizers, _, best, history, cluster_log, rng, triplet_gen = epoch_1_saved
-    history = {k: v * 2 for k, v in history.items()}
+    run, state = epoch_1_saved
+    history = {k: v * 2 for k, v in state.history.items()}
     folder = os.path.dirname(run.checkpoint)
     before = snapshot(folder)
     full = disk(os.path.basename(run.stem + suffix), room=100)
 
     def epoch_2():
-        train_script.save_epoch_state(run, model, optimizers, 1, best, history, cluster_log * 2, rng,
-                                      triplet_gen)
+        train_script.save_epoch_state(run, dataclasses.replace(state, history=history,
+                                                               cluster_log=state.cluster_log * 2, epoch=2))
         train_script.plot_trends(history, run, "a run")
     with pytest.raises(SystemExit) as exit_info:
         run_cli(epoch_2, disk_full=train_script.after_full_disk)
@@ -173,7 +176,7 @@ def test_the_advice_after_a_full_disk_follows_what_training_saved(tmp_path):
     def advice(path):
         return train_script.after_full_disk(DiskFullError(path, "No space left on device", FREE))
     for path in (stem + ".pth.tar", stem + "_resume.pth.tar", str(tmp_path / "cache" / "Train_0123456789abcdef.npy")):
-        assert advice(path) == AGAIN              # no epoch saved, or not a file of the run
+        assert advice(path) == FREE_SPACE_AND_RERUN   # no epoch saved, or not a file of the run
     open(stem + ".pth.tar", "wb").close()
     assert advice(stem + "_history.json") == (
         "Free space, then run the same command again with --overwrite: the first epoch's checkpoint "
@@ -193,7 +196,7 @@ def test_a_full_disk_while_the_chunk_cache_is_built(corpus, disk, tmp_path, caps
     err = capsys.readouterr().err
     path = re.search(r"writing (\S+): ", err).group(1)
     assert re.fullmatch(re.escape(str(cache)) + r"/Train_[0-9a-f]{16}\.npy", path)
-    assert err == full_disk_message(path, AGAIN)
+    assert err == full_disk_message(path, FREE_SPACE_AND_RERUN)
     assert os.listdir(cache) == [] and not os.path.exists(tmp_path / "m")
 
 
@@ -318,7 +321,8 @@ def test_normterm_is_replaced_whole_or_not_at_all(corpus, disk, tmp_path, capsys
     disk("val_norm_means.mat", room=100)
     argv = ["--labels", corpus["labels"], "--features", corpus["features"], "--norm-dir", norm]
     assert cli(norm_para, argv) == 1
-    assert capsys.readouterr().err == full_disk_message(os.path.join(norm, "val_norm_means.mat"), AGAIN)
+    assert capsys.readouterr().err == full_disk_message(os.path.join(norm, "val_norm_means.mat"),
+                                                        FREE_SPACE_AND_RERUN)
     assert snapshot(norm) == before          # every file the old one: no mix of old and new
 
 
@@ -336,7 +340,7 @@ def test_a_demo_corpus_stopped_by_a_full_disk_is_written_whole_when_run_again(di
     assert cli(make_demo_corpus, argv) == 1
     path, = full.hits
     final = os.path.join(os.path.dirname(path), re.sub(r"^\.(.*)\.\w+\.tmp$", r"\1", os.path.basename(path)))
-    assert capsys.readouterr().err == full_disk_message(final, AGAIN)
+    assert capsys.readouterr().err == full_disk_message(final, FREE_SPACE_AND_RERUN)
     assert not [n for n in snapshot(tmp_path / "demo") if n.endswith(".tmp")]
     room_again(monkeypatch)
     assert cli(make_demo_corpus, argv) == 0
@@ -366,7 +370,7 @@ def test_prediction_outputs_meet_a_full_disk(predicted, disk, target, capsys):
     capsys.readouterr()
     assert cli(prediction_process, argv) == 1
     assert full.hits
-    assert capsys.readouterr().err == full_disk_message(os.path.join(out, target), AGAIN)
+    assert capsys.readouterr().err == full_disk_message(os.path.join(out, target), FREE_SPACE_AND_RERUN)
     assert snapshot(out) == before
 
 
@@ -417,7 +421,7 @@ def test_a_sweep_stopped_by_a_full_disk_continues_when_run_again(corpus, disk, t
     assert report.group(3) == reproduce.AFTER_FULL_DISK
     assert torch.load(files["resume"], weights_only=True)["epoch"] == 1 and not result.exists()
     row = read_rows(out / "results.csv")[0]
-    assert row["status"] == "failed" and row["error"].endswith(AGAIN)   # the script's own advice
+    assert row["status"] == "failed" and row["error"].endswith(FREE_SPACE_AND_RERUN)   # the script's advice
     for key in ("PYTHONPATH", "FULL_DISK"):
         monkeypatch.delenv(key)
     # 2. Run again: the model is tested; the sweep's results.csv meets a full disk.

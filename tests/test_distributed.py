@@ -13,8 +13,12 @@ CPU (docs/reproduction.md, "Training on several GPUs or machines").
 """
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -27,7 +31,7 @@ import main as train_main
 from support import ROOT
 from model import build_model, load_model, read_checkpoint, released_state_dict
 from deepemocluster.compute import Settings
-from utils import UserError
+from utils import ProcessError, UserError
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 DRIVER = os.path.join(ROOT, "tests", "support", "distributed_driver.py")
@@ -72,28 +76,7 @@ def steps(tiny_corpus, tmp_path_factory):
 def test_two_processes_take_the_steps_of_one(steps, mt, unlabel):
     name = driver.config_name(mt, unlabel) + ".pt"
     one, two = (torch.load(steps[k] / name, weights_only=True) for k in ("one", "two"))
-    assert torch.equal(one["drawn"], two["drawn"])                  # the same turns, the same batches
-    assert len(one["drawn"]) == driver.TRAIN_TURNS
-    if unlabel:
-        assert torch.equal(one["pool_assignment"], two["pool_assignment"])
-        assert two["unsup_loss"] == pytest.approx(one["unsup_loss"], abs=1e-9)
-    assert two["loss"] == pytest.approx(one["loss"], abs=1e-9)
-    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-9)
-    assert set(one["state"]) == set(two["state"])
-    for key, want in one["state"].items():
-        got = two["state"][key]
-        assert got.dtype == want.dtype, key
-        if want.is_floating_point():
-            assert float((got - want).abs().max()) <= 1e-6, key
-        else:
-            assert torch.equal(got, want), key                      # num_batches_tracked
-    moved = float((one["state"]["cnn_features.0.weight"] - build_state(mt)["cnn_features.0.weight"]).abs().max())
-    assert moved > 1e-4                                             # the steps did train
-
-
-def build_state(mt):
-    torch.manual_seed(driver.SEED)
-    return build_model(mt, driver.K).double().state_dict()
+    driver.assert_same_steps(one, two, mt, unlabel, driver.TRAIN_TURNS)
 
 
 # --- main.py under torchrun ---------------------------------------------------------------------
@@ -232,6 +215,125 @@ def test_a_backend_that_cannot_start_is_one_line(small_corpus, tmp_path):
                     "find address for: no_such_interface); check the network interface (GLOO_SOCKET_IFNAME, "
                     "NCCL_SOCKET_IFNAME) and that every machine reaches the rendezvous host"]
     assert not (tmp_path / "m").exists()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchruns_sigterm_stops_a_process_blocked_in_a_collective_with_its_line(tmp_path):
+    """torchrun ends the others with SIGTERM when a process dies; one blocked in a collective (a
+    NCCL wait, a CUDA synchronisation: here a gloo all_reduce) cannot run Python's handler and
+    would be killed 30 s later without a word. The termination watcher prints its line and ends it."""
+    env = dict(ENV, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    procs = [subprocess.Popen([sys.executable, DRIVER, "blocked", str(tmp_path / "run_resume.pth.tar")], cwd=ROOT,
+                              env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    try:
+        assert procs[0].stdout.readline() == "blocked\n"
+        time.sleep(2)                                     # well inside the all_reduce
+        procs[0].send_signal(signal.SIGTERM)
+        _, err = procs[0].communicate(timeout=120)        # the collective's own timeout: 60 minutes
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
+    assert procs[0].returncode == 1
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: process 0 of 2: training stopped (torchrun stopped it); if another process died (killed, out "
+        "of memory), its output above says why. No epoch had completed, so there is nothing to resume: run "
+        "the same command again"]
+
+
+# --- NCCL, as far as the CPU can show it ------------------------------------------------------
+@pytest.fixture
+def nccl_launch(monkeypatch):
+    """Process 1 of 2 under torchrun on a machine with 2 GPUs (this CPU build of torch plays
+    them); init_process_group records what it is given, and the NCCL error-handling variables
+    as they are when it is called. Those variables are back as they were after the test."""
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    for name in distributed.NCCL_ERROR_HANDLING:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")           # as torchrun sets it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+
+    def init_process_group(backend, **kwargs):
+        calls.append(("init_process_group", backend, kwargs,
+                      {name: os.environ.get(name) for name in distributed.NCCL_ERROR_HANDLING}))
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group)
+    monkeypatch.setattr(torch.distributed, "new_group", lambda **kwargs: calls.append(("new_group", kwargs)))
+    return calls
+
+
+def test_nccl_starts_eagerly_with_blocking_waits(nccl_launch):
+    """NCCL connects in init_process_group (device_id), inside its one-line error handling, and
+    its collectives raise in Python (blocking wait, no watchdog to take the process down)."""
+    settings = distributed.setup("auto", "fp32", "auto", timeout_minutes=7)
+    gpu = torch.device("cuda", 1)
+    assert (settings.device, settings.backend, settings.rank, settings.world_size) == (gpu, "nccl", 1, 2)
+    assert nccl_launch == [
+        ("set_device", gpu),
+        ("init_process_group", "nccl", {"timeout": timedelta(minutes=7), "device_id": gpu},
+         {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}),
+        ("new_group", {"backend": "gloo", "timeout": distributed.CACHE_WAIT})]
+
+
+def test_nccl_that_cannot_start_is_one_line(nccl_launch, monkeypatch):
+    def init_process_group(backend, **kwargs):
+        raise torch.distributed.DistBackendError(
+            "NCCL error in: /pytorch/torch/csrc/distributed/c10d/NCCLUtils.cpp:77, unhandled cuda error (run "
+            "with NCCL_DEBUG=INFO for details), NCCL version 2.27.5\nncclUnhandledCudaError: Call to CUDA "
+            "function failed.\nLast error:\nCuda failure 'out of memory'")
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group)
+    with pytest.raises(UserError) as stopped:
+        distributed.setup("cuda", "fp32", "nccl")
+    assert str(stopped.value) == (
+        "the nccl backend could not start the process group of 2 processes (NCCL error in: "
+        "/pytorch/torch/csrc/distributed/c10d/NCCLUtils.cpp:77, unhandled cuda error (run with NCCL_DEBUG=INFO "
+        "for details), NCCL version 2.27.5); check the network interface (GLOO_SOCKET_IFNAME, "
+        "NCCL_SOCKET_IFNAME) and that every machine reaches the rendezvous host")
+
+    def set_device(device):
+        raise RuntimeError("CUDA error: CUDA-capable device(s) is/are busy or unavailable\nCUDA kernel errors "
+                           "might be asynchronously reported at some other API call")
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    with pytest.raises(UserError, match=r"^process 1 of 2 cannot use cuda:1 \(CUDA error: CUDA-capable "
+                                        r"device\(s\) is/are busy or unavailable\)$"):
+        distributed.setup("cuda", "fp32", "nccl")
+
+
+def test_a_nccl_collective_that_times_out_stops_the_process_with_one_line(tmp_path):
+    """What a blocking wait raises once the timeout passes (DistBackendError, the NCCL source line
+    and the stack after the first line) becomes the line that says how to resume."""
+    resume = tmp_path / "run_resume.pth.tar"
+    resume.write_bytes(b"saved")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(ProcessError) as stopped:
+            with distributed.stopping_cleanly(Settings(torch.device("cuda", 1), rank=1, world_size=2,
+                                                       backend="nccl"), str(resume)):
+                raise torch.distributed.DistBackendError(
+                    "[PG ID 0 PG GUID 0(default_pg) Rank 1] Watchdog caught collective operation timeout: "
+                    "WorkNCCL(SeqNum=12, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for "
+                    "600012 milliseconds before timing out.\nException raised from checkTimeout at "
+                    "/pytorch/torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:712 (most recent call first):")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert str(stopped.value) == (
+        "process 1 of 2: training stopped (an exchange with the other processes failed: Watchdog caught "
+        "collective operation timeout: WorkNCCL(SeqNum=12, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, "
+        "Timeout(ms)=600000) ran for 600012 milliseconds before timing out); if another process died (killed, "
+        "out of memory), its output above says why. The last saved checkpoint is untouched; continue the run "
+        f"with the same command and --resume (on any number of processes): {resume}")
 
 
 # --- the pieces, in one process -------------------------------------------------------------------

@@ -30,7 +30,7 @@ import norm_para  # noqa: E402
 import online_testing  # noqa: E402
 import prediction_process  # noqa: E402
 from dataloader import LabelledTurns  # noqa: E402
-from deepemocluster.features import normalise_features  # noqa: E402
+from deepemocluster.features import FeatureNorm  # noqa: E402
 from model import ARCH, checkpoint_name  # noqa: E402
 from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, NORM_VAR, load_mat, save_mat, save_torch,  # noqa: E402
                    sentence_uniform_sample, sentence_uniform_weights)
@@ -213,13 +213,13 @@ def test_turns_shorter_than_one_chunk_are_padded_and_counted(corpus, tmp_path):
     rows = read_rows(corpus["labels"])
     rows.append(dict(rows[0], FileName="short_turn.wav"))
     labels = write_labels(str(tmp_path / "labels.csv"), rows, list(rows[0]))
-    norm = {"Val_mean": 4.0, "Val_std": 1.5, "feat_mean": np.full(128, 2.5), "feat_std": np.full(128, 1.5)}
+    norm = {"Val_mean": 4.0, "Val_std": 1.5, "features": FeatureNorm(np.full(128, 2.5), np.full(128, 1.5))}
     with pytest.warns(UserWarning, match=r"Train: 1 turn\(s\) shorter than 62 frames were padded with zeros"):
         data = LabelledTurns("Train", labels, str(features), norm, "Val", str(tmp_path / "cache"))
     assert len(data) == 5
     chunks = data.cache.read([4])[0]
     assert chunks.shape == (11, FRAMES_PER_CHUNK, 128)
-    expected = normalise_features(short, norm["feat_mean"], norm["feat_std"])
+    expected = norm["features"].apply(short)
     for chunk in chunks:  # every chunk is the whole turn, then zeros (the normalised mean)
         assert np.array_equal(chunk[:40], expected)
         assert not chunk[40:].any()
@@ -302,9 +302,9 @@ def test_resume_after_a_kill_gives_the_same_training(corpus, trained, tmp_path, 
     argv = train_argv(corpus, tmp_path)
     real_save = train_script.save_epoch_state
 
-    def killed_after_epoch_2(run, model, optimizers, epoch, *rest):
-        real_save(run, model, optimizers, epoch, *rest)
-        if epoch == 1:
+    def killed_after_epoch_2(files, state):
+        real_save(files, state)
+        if state.epoch == 2:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_script, "save_epoch_state", killed_after_epoch_2)

@@ -172,9 +172,9 @@ def test_evaluation_in_passes_equals_one_pass():
     x = torch.randn(5, CHUNKS_PER_TURN, 62, 128)                    # passes of 2, 2 and 1 turns
     with torch.no_grad():
         whole = folded(x)
-    for got, want in zip(evaluate(folded, x, cpu), whole):
+    for got, want in zip(evaluate(folded, x, Settings(cpu)), whole):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    (pred, emb), = predict_batch([folded], x, cpu, embeddings=True)
+    (pred, emb), = predict_batch([folded], x, Settings(cpu), embeddings=True)
     with torch.no_grad():
         want_pred, want_emb = folded.predict_turns(x, embeddings=True)
     np.testing.assert_allclose(pred, want_pred.numpy(), rtol=1e-5, atol=1e-6)

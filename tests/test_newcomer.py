@@ -87,7 +87,7 @@ def plotted(monkeypatch, history, title="Temp-CNN, Val, K = 4, 3 epochs, batch 4
     """The two figures plot_trends draws, captured instead of written."""
     figures = []
     monkeypatch.setattr(training_files, "save_figure", lambda fig, path: figures.append((fig, path)))
-    run = type("Run", (), {"nmi_val_plot": "a.png", "train_plot": "b.png"})()
+    run = type("TrainingFiles", (), {"nmi_val_plot": "a.png", "train_plot": "b.png"})()
     training_files.plot_trends(history, run, title)
     return figures
 

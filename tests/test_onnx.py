@@ -25,6 +25,7 @@ import fetch_models  # noqa: E402
 from deepemocluster import onnx_runner  # noqa: E402
 import prediction_process  # noqa: E402
 from deepemocluster import prediction  # noqa: E402
+from deepemocluster.compute import Settings  # noqa: E402
 from deepemocluster.features import load_norm_term  # noqa: E402
 from model import ARCH, build_model, load_model, prepare_for_inference, released_state_dict  # noqa: E402
 from support.docs import deployment_examples  # noqa: E402
@@ -78,8 +79,8 @@ def turns(norm, seed=0, frames=FRAMES):
     rng = np.random.default_rng(seed)
     out = []
     for t in frames:
-        mel = norm["feat_mean"] * np.exp(rng.normal(0, 1, (t, 128)))
-        mel[::3, 5] = norm["feat_mean"][5]
+        mel = norm["features"].mean * np.exp(rng.normal(0, 1, (t, 128)))
+        mel[::3, 5] = norm["features"].mean[5]
         if t == 100:
             mel[10, 7], mel[20, 8], mel[30, 9] = np.nan, np.inf, -np.inf
         out.append(mel.astype(np.float32))
@@ -90,7 +91,7 @@ def pytorch_fp32(model_dir, norm_dir, temporal_type, clusters, names):
     """prediction_process's PyTorch runner under --precision fp32 (the original numerics)."""
     models = [prepare_for_inference(load_model(os.path.join(model_dir, name), temporal_type, k),
                                     torch.device("cpu"), fast=False) for name, k in zip(names, clusters)]
-    return prediction.TorchModels(models, load_norm_term(norm_dir), torch.device("cpu"))
+    return prediction.TorchModels(models, load_norm_term(norm_dir), Settings(torch.device("cpu")))
 
 
 @pytest.fixture(scope="module")

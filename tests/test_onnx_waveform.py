@@ -79,7 +79,7 @@ def test_silence_gives_nan_which_the_models_read_as_zero(shipped_onnx):
     assert mel.shape == (63, 128) and np.isnan(mel).all()
     models = onnx_runner.OnnxModels(str(shipped_onnx), threads=1)
     norm = load_norm_term(os.path.join(ROOT, "NormTerm"))
-    at_mean = np.broadcast_to(norm["feat_mean"], mel.shape).astype(np.float32)   # normalised: ~0
+    at_mean = np.broadcast_to(norm["features"].mean, mel.shape).astype(np.float32)   # normalised: ~0
     np.testing.assert_allclose(models.predict([mel])[0], models.predict([at_mean])[0], rtol=0, atol=1e-6)
 
 

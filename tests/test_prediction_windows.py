@@ -17,7 +17,8 @@ from support.models import save_models, write_norm_term
 import prediction_process  # noqa: E402
 from deepemocluster import prediction  # noqa: E402
 from deepemocluster import time_windows  # noqa: E402
-from deepemocluster.features import chunk_turn, extract_features, load_norm_term, normalise_features  # noqa: E402
+from deepemocluster.compute import Settings  # noqa: E402
+from deepemocluster.features import chunk_turn, extract_features, load_norm_term  # noqa: E402
 from model import checkpoint_name, predict_batch, prepare_for_inference  # noqa: E402
 from utils import EMOTIONS, FRAMES_PER_CHUNK, run_cli  # noqa: E402
 
@@ -147,9 +148,8 @@ def test_without_window_the_csv_is_the_original_one_row_per_file(setup, tmp_path
     assert predict(setup, audio, out) == 0
     paths = [str(audio / n) for n in ("a.wav", "b.wav", os.path.join("sub", "c.wav"))]
     norm = load_norm_term(setup["norm"])
-    chunks = torch.from_numpy(np.stack([chunk_turn(normalise_features(
-        extract_features(p), norm["feat_mean"], norm["feat_std"])) for p in paths]))
-    preds = predict_batch(loaded_models(setup), chunks, torch.device("cpu"))
+    chunks = torch.from_numpy(np.stack([chunk_turn(norm["features"].apply(extract_features(p))) for p in paths]))
+    preds = predict_batch(loaded_models(setup), chunks, Settings(torch.device("cpu")))
     denorm = [p * norm[f"{e}_std"] + norm[f"{e}_mean"] for p, e in zip(preds, EMOTIONS)]
     expected = io.StringIO(newline="")
     w = csv.writer(expected)
@@ -196,10 +196,10 @@ def test_embeddings_are_the_turn_embeddings_of_each_row(setup, tmp_path):
         y, rate = as_read(str(audio / name))
         for s, e in time_windows.plan_windows(len(y), rate, 2.0, 2.0):
             feat = time_windows.window_features(y[s:e].mean(axis=1), rate)
-            chunks.append(chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"])))
+            chunks.append(chunk_turn(norm["features"].apply(feat)))
     assert len(chunks) == len(rows)
     expected = predict_batch(loaded_models(setup), torch.from_numpy(np.stack(chunks)),
-                             torch.device("cpu"), embeddings=True)
+                             Settings(torch.device("cpu")), embeddings=True)
     for emo, (pred, emb) in zip(EMOTIONS, expected):
         np.testing.assert_allclose(vectors[emo], emb, rtol=0, atol=1e-5)
         col = 3 + EMOTIONS.index(emo)
@@ -314,14 +314,14 @@ def test_short_files_get_the_originals_chunking_and_the_warning_says_which(setup
     models = loaded_models(setup)
     scores = scores_by_name(out)
     for name, frames in (("whole57.wav", 57), ("pad41.wav", 41)):
-        feat = normalise_features(extract_features(str(audio / name)), norm["feat_mean"], norm["feat_std"])
+        feat = norm["features"].apply(extract_features(str(audio / name)))
         assert feat.shape[0] == frames
         if frames >= 53:
             chunks = np.repeat(feat[None], 11, axis=0)                   # (11, 57, 128)
         else:
             chunks = chunk_turn(feat)                                     # zero-padded, (11, 62, 128)
             assert chunks.shape == (11, 62, 128) and not chunks[0, frames:].any()
-        preds = predict_batch(models, torch.from_numpy(chunks[None]), torch.device("cpu"))
+        preds = predict_batch(models, torch.from_numpy(chunks[None]), Settings(torch.device("cpu")))
         expected = [float(p[0]) * norm[f"{e}_std"] + norm[f"{e}_mean"] for p, e in zip(preds, EMOTIONS)]
         np.testing.assert_allclose(scores[name], expected, rtol=0, atol=1e-5)
 

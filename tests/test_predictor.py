@@ -9,6 +9,7 @@ back to the same float64. A file predicted alone shares its batch with no other 
 may change the rounding of the batched convolutions: compared to float rounding (1e-5).
 """
 import csv
+import dataclasses
 import os
 import re
 import warnings
@@ -16,9 +17,10 @@ import warnings
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import prediction_process
-from deepemocluster import releases  # noqa: E402
+from deepemocluster import prediction, releases  # noqa: E402
 from deepemocluster.predictor import Predictor
 from support.audio import SR, voice, write_audio
 from support.models import save_models, write_norm_term, write_random_release
@@ -135,6 +137,58 @@ def test_bad_settings_and_inputs_are_user_errors(models, tmp_path):
     with pytest.warns(UserWarning, match="1 of 2 input"):
         table = predictor.predict(files, skip_errors=True)
     assert table["File_Name"].tolist() == ["a.wav"]
+
+
+def tf32_and_autotuning():
+    """torch's process-wide flags prediction_process.py sets on a GPU (the new API's strings:
+    readable whichever API set them)."""
+    b = torch.backends
+    return {"cudnn.benchmark": b.cudnn.benchmark, "cudnn.conv": b.cudnn.conv.fp32_precision,
+            "cudnn.rnn": b.cudnn.rnn.fp32_precision, "cuda.matmul": b.cuda.matmul.fp32_precision}
+
+
+@pytest.fixture
+def users_flags():
+    """A user's own flags: no cuDNN autotuning, TF32 in cuDNN (torch's default) and in cuBLAS
+    (set_float32_matmul_precision("high"), as torch's documentation suggests); torch's defaults
+    back after the test."""
+    b = torch.backends
+    saved = (b.cudnn.benchmark, b.cudnn.allow_tf32, torch.get_float32_matmul_precision(),
+             b.cuda.matmul.fp32_precision)
+    b.cudnn.benchmark, b.cudnn.allow_tf32 = False, True
+    torch.set_float32_matmul_precision("high")
+    yield tf32_and_autotuning()
+    b.cudnn.benchmark, b.cudnn.allow_tf32 = saved[:2]
+    torch.set_float32_matmul_precision(saved[2])
+    b.cuda.matmul.fp32_precision = saved[3]
+
+
+def test_the_process_backend_flags_are_left_as_the_predictor_found_them(models, users_flags, monkeypatch):
+    """On a GPU, prediction_process.py's flags (no TF32, cuDNN autotuning) hold while a Predictor
+    loads and predicts, and the process's own are back once it returns: it runs in its user's
+    process. The CPU build plays the GPU: the models load and predict on the CPU, under a
+    runner for cuda:0."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    load = prediction.load_attribute_models
+    monkeypatch.setattr(prediction, "load_attribute_models",
+                        lambda args, settings: load(args, dataclasses.replace(settings, device=cpu)))
+    predictor = Predictor(model_dir=str(models["root"] / "models"), norm_dir=str(models["root"] / "NormTerm"),
+                          device="cuda:0", **SETTINGS)
+    assert predictor.runner.settings.device == gpu
+    assert tf32_and_autotuning() == users_flags
+    during, predict_folder = [], prediction.predict_folder
+
+    def on_the_cpu(items, runner, *args):
+        during.append(tf32_and_autotuning())
+        return predict_folder(items, runner._replace(settings=dataclasses.replace(runner.settings, device=cpu)),
+                              *args)
+
+    monkeypatch.setattr(prediction, "predict_folder", on_the_cpu)
+    table = predictor.predict(str(models["audio"] / "a.wav"))
+    assert table["File_Name"].tolist() == ["a.wav"]
+    assert during == [{"cudnn.benchmark": True, "cudnn.conv": "none", "cudnn.rnn": "none", "cuda.matmul": "ieee"}]
+    assert tf32_and_autotuning() == users_flags
 
 
 def test_the_docs_snippet_runs_as_written(tmp_path, monkeypatch, capsys):

@@ -102,7 +102,7 @@ def test_no_training_command_in_the_docs_names_a_committed_checkpoint():
             script = python_script(line.split(";")[-1].strip().removeprefix("do ").strip())
             if script is None or script[0] != "main.py":
                 continue
-            run = train_main.Run(train_main.parse_args(script[1]))
+            run = train_main.TrainingFiles.from_args(train_main.parse_args(script[1]))
             path = os.path.relpath(os.path.join(ROOT, run.checkpoint), ROOT)
             assert path not in committed, line
             seen += 1

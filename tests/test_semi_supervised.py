@@ -34,7 +34,7 @@ def common_flags(tiny_corpus, tmp_path):
 def test_unsupervised_stage_freezes_regression_head_and_trains_cluster_path(tiny_corpus, tmp_path):
     norm = load_norm_term(tiny_corpus["norm"])
     paths = sorted(glob.glob(os.path.join(tiny_corpus["features"], "*.mat")))[:8]
-    pool = ChunkCache.build(str(tmp_path / "pool.npy"), paths, norm["feat_mean"], norm["feat_std"])
+    pool = ChunkCache.build(str(tmp_path / "pool.npy"), paths, norm["features"])
     for mt in ("Temp-Trans", "Temp-Triplet"):
         torch.manual_seed(0)
         model = build_model(mt, 4)
@@ -44,8 +44,8 @@ def test_unsupervised_stage_freezes_regression_head_and_trains_cluster_path(tiny
         before = {k: v.clone() for k, v in model.state_dict().items()}
         args = SimpleNamespace(batch_size=4, num_clusters=4)
         gen = torch.Generator().manual_seed(0) if mt == "Temp-Triplet" else None
-        loss = train_script.unsupervised_stage(model, pool, optimizers, args, Settings(torch.device("cpu")),
-                                               np.random.default_rng(0), gen, 0)
+        state = train_script.TrainingState(model, optimizers, np.random.default_rng(0), gen)
+        loss = train_script.unsupervised_stage(state, pool, args, Settings(torch.device("cpu")))
         after = model.state_dict()
         assert np.isfinite(loss) and loss > 0
         for key in ("emo_regressor.0.weight", "emo_regressor.0.bias",

@@ -11,7 +11,7 @@ import torch
 
 import online_testing
 from dataloader import LabelledTurns
-from deepemocluster.features import chunk_turn, is_whole_turn_chunked, load_norm_term, normalise_features
+from deepemocluster.features import chunk_turn, is_whole_turn_chunked, load_norm_term
 from model import ARCH, build_model, checkpoint_name, released_state_dict
 from utils import CHUNKS_PER_TURN, FEATURE_VAR, FRAMES_PER_CHUNK, save_mat, save_torch
 
@@ -73,7 +73,7 @@ def test_online_testing_chunks_53_to_61_frames_whole_and_pads_shorter(tiny_corpu
     norm = load_norm_term(tiny_corpus["norm"], ("Val",))
 
     def expected(feat, whole):
-        x = chunk_turn(normalise_features(feat, norm["feat_mean"], norm["feat_std"]), whole)
+        x = chunk_turn(norm["features"].apply(feat), whole)
         with torch.no_grad():
             y = float(model.predict_turns(torch.from_numpy(x)[None]))
         return y * norm["Val_std"] + norm["Val_mean"]

@@ -617,7 +617,7 @@ def resumable(folder):
 
 
 def resume_epoch(folder):
-    return read_checkpoint(run_of(folder).path("_resume.pth.tar"))["epoch"]
+    return read_checkpoint(run_of(folder).files.resume)["epoch"]
 
 
 def seconds(run_time):
@@ -776,7 +776,7 @@ def test_several_gpus_per_run_train_under_torchrun(env, tmp_path):
     assert "OMP_NUM_THREADS=2): " + " ".join(train[:7]) in log
     assert "on 2 processes (gloo, cpu" in log
     assert re.fullmatch(r"cpu \((bf16|fp32)\) x 2 processes", sweep_run.trained_device(run))
-    assert read_checkpoint(run.path(""))["arch"]
+    assert read_checkpoint(run.files.checkpoint)["arch"]
     assert plan(run, TEST_SPLIT) == "done"
 
 

@@ -17,6 +17,7 @@ from deepemocluster import corpus
 from deepemocluster.features import load_norm_term
 from model import build_model
 from deepemocluster.compute import Settings
+from deepemocluster.training_files import TrainingState
 from utils import CHUNKS_PER_TURN, FRAMES_PER_CHUNK, N_MELS, ccc_loss
 
 K = 3
@@ -89,7 +90,8 @@ def test_pseudo_labels_and_labels_follow_the_turn_major_chunk_order(model, monke
     monkeypatch.setattr(train_main, "ccc_loss", spy_ccc)
     optimizers = train_main.make_optimizers(model)
     model.restore_cluster_head()
-    train_main.train_one_epoch(model, cache, drawn, assignment, optimizers, batch, CPU, labels)
+    state = TrainingState(model, optimizers, np.random.default_rng(0))
+    train_main.train_one_epoch(state, cache, drawn, assignment, batch, CPU, labels)
     assert [len(c) for c in seen["chunks"]] == [3, 3, 3, 1]
     turns, chunk_ids = zip(*(decode(c) for c in seen["chunks"]))
     turns, chunk_ids = torch.cat(turns), torch.cat(chunk_ids)
@@ -114,7 +116,8 @@ def test_each_optimiser_steps_on_every_supervised_batch(model, monkeypatch):
     model.restore_cluster_head()
     drawn = np.arange(5)
     assignment = np.arange(5 * CHUNKS_PER_TURN) % K
-    train_main.train_one_epoch(model, CodedCache(5), drawn, assignment, (sgd, adam), 2, CPU,
+    state = TrainingState(model, (sgd, adam), np.random.default_rng(0))
+    train_main.train_one_epoch(state, CodedCache(5), drawn, assignment, 2, CPU,
                                np.zeros(5, np.float32) + [0, 1, 2, 3, 4])
     n_batches = 3
     assert len(steps) == 3 * n_batches
@@ -195,7 +198,7 @@ def test_unsupervised_stage_steps_sgd_but_not_adam(tiny_corpus, tmp_path):
     data = LabelledTurns("Train", tiny_corpus["labels"], tiny_corpus["features"], norm, "Val",
                          str(tmp_path / "cache"))
     paths = [os.path.join(tiny_corpus["features"], s + ".mat") for s in data.stems[:8]]
-    pool = ChunkCache.build(str(tmp_path / "pool.npy"), paths, norm["feat_mean"], norm["feat_std"])
+    pool = ChunkCache.build(str(tmp_path / "pool.npy"), paths, norm["features"])
     torch.manual_seed(3)
     model = build_model("Temp-Trans", K)
     model.remove_cluster_head()
@@ -205,14 +208,14 @@ def test_unsupervised_stage_steps_sgd_but_not_adam(tiny_corpus, tmp_path):
     feats = train_main.compute_chunk_features(model, data.cache, 4, CPU)
     assignment = train_main.cluster_chunks(feats, K, rng, CPU)
     model.restore_cluster_head()
-    train_main.train_one_epoch(model, data.cache, np.arange(len(data)), assignment, optimizers, 4,
-                               CPU, data.norm_labels)
+    train_main.train_one_epoch(TrainingState(model, optimizers, rng), data.cache, np.arange(len(data)),
+                               assignment, 4, CPU, data.norm_labels)
     adam = optimizers[1]
     adam_before = {id(p): {k: v.clone() for k, v in s.items()} for p, s in adam.state.items()}
     assert adam_before and all(float(s["step"]) == 4 for s in adam_before.values())
     params_before = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = argparse.Namespace(batch_size=4, num_clusters=K)
-    loss = train_main.unsupervised_stage(model, pool, optimizers, args, CPU, rng, None, 1)
+    loss = train_main.unsupervised_stage(TrainingState(model, optimizers, rng, epoch=1), pool, args, CPU)
     assert np.isfinite(loss)
     for p, s in adam.state.items():
         for key, value in s.items():

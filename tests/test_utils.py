@@ -393,7 +393,7 @@ def test_norm_term_files_shapes_and_values(tiny_corpus):
 
     # load_norm_term reads the same numbers back.
     term = features.load_norm_term(norm)
-    np.testing.assert_allclose(term["feat_mean"], frames.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(term["features"].mean, frames.mean(axis=0), rtol=1e-9)
     assert term["Val_std"] == pytest.approx(np.std([float(r["EmoVal"]) for r in rows]), rel=1e-12)
 
 
