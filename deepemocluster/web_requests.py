@@ -4,8 +4,6 @@ models loaded at start, as a table, a plot and a CSV; an upload deleted once its
 Everything here runs in the server's worker threads, several at once (--concurrency): one
 Predictor serves them all.
 """
-import ctypes
-import ctypes.util
 import logging
 import os
 import re
@@ -19,6 +17,7 @@ import warnings
 import numpy as np
 
 from deepemocluster import prediction
+from deepemocluster.compute import return_freed_memory
 from deepemocluster.plots import figure_over_time, label_band
 from utils import SAMPLE_RATE, UserError
 
@@ -49,26 +48,6 @@ def shown(table):
     """The table as the page shows it: scores and seconds to SHOWN_DECIMALS (the data, and the
     API's answer, keep every digit)."""
     return table.style.format(precision=SHOWN_DECIMALS)
-
-
-def c_library():
-    """The C library, where it has glibc's malloc_trim; else None."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None
-
-
-LIBC = c_library()
-
-
-def return_freed_memory():
-    """Give the memory a request freed back to the system: glibc keeps freed blocks of its heap
-    (a request's audio and features) for reuse, and the server's resident memory would creep up
-    from request to request."""
-    if LIBC is not None:
-        LIBC.malloc_trim(0)
 
 
 class Notes(threading.local):
