@@ -20,7 +20,6 @@ waveform (deepemocluster/onnx_waveform.py), so that the four files need ONNX Run
 """
 import argparse
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -39,7 +38,7 @@ from deepemocluster.onnx_runner import (EMBEDDING, FEATURE_SETTINGS, FORMAT, INP
 from deepemocluster.onnx_waveform import waveform_model
 from deepemocluster.model_flags import add_model_selection, apply_release, attribute_checkpoints
 from utils import (CHUNKS_PER_TURN, CLIP_VALUE, FRAMES_PER_CHUNK, N_MELS,
-                   SHORTEST_WHOLE_TURN, UserError, atomic_path, run_cli)
+                   SHORTEST_WHOLE_TURN, UserError, atomic_path, file_sha256, run_cli)
 
 OUTPUT_DIR = "./onnx"
 ATTRIBUTE_NAMES = {"Act": "arousal", "Dom": "dominance", "Val": "valence"}
@@ -211,14 +210,6 @@ def doc_string(meta):
 
 
 # --- metadata -------------------------------------------------------------------------------------------
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_metadata(args, emotion, clusters, unlabel, checkpoint, norm):
     """metadata_props of one file: which model, where from, which features, whose, how to cite."""
     meta = {"format": FORMAT, "attribute": emotion, "attribute_name": ATTRIBUTE_NAMES[emotion],

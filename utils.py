@@ -219,6 +219,17 @@ def save_json(path, obj):
             json.dump(obj, f, indent=1)
 
 
+def file_sha256(path):
+    """The sha256 hex digest of a file's bytes, read in blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_npy(path, array):
     """An array as .npy (np.save's bytes), written through Python's file write: numpy's own
     fast path reports a full disk as a short write without its errno."""

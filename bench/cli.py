@@ -25,6 +25,7 @@ from bench.memory import training_peak_rss
 from bench.report import header_lines, row, table_lines, write_json
 from bench.scale import ESTIMATE_EPOCHS, epoch_child, scale_rows, scale_study
 from bench.training import bench_compile_time, bench_epochs, epoch_rows, profile_training_step
+from bench.turns import bench_turns, turns_peak_rss
 from dataloader import LabelledTurns
 from deepemocluster.labels import feature_paths, read_labels, validation_split
 from deepemocluster.compute import (inference_settings, pick_device, single_process, use_channels_last,
@@ -35,9 +36,9 @@ from utils import CHUNKS_PER_TURN, TEMPORAL_TYPES, TRAIN_SPLIT, at_least
 GFLOP_PER_CHUNK_FORWARD = 0.29
 TRAIN_STEP_FACTOR = 3.0
 QUICK = {"turns": 8, "batch": 4, "repeats": 1, "train_batches": 2, "matmul": 256, "rss_batch": 4,
-         "feature_files": 16, "scale_train_batches": 2, "predict_files": 3}
+         "feature_files": 16, "scale_train_batches": 2, "predict_files": 3, "turns_minutes": 1}
 FULL = {"turns": 480, "batch": 64, "repeats": 3, "train_batches": 0, "matmul": 2048, "rss_batch": None,
-        "feature_files": 2000, "scale_train_batches": 16, "predict_files": 500}
+        "feature_files": 2000, "scale_train_batches": 16, "predict_files": 500, "turns_minutes": 10}
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -63,6 +64,11 @@ def parse_args(argv=None):
     count_flag(p, "--feature-files", 1, None,
                "WAV files of the feature-extraction rows (default 2000; 16 with --quick)")
     count_flag(p, "--predict-files", 1, None, "files of the end-to-end prediction rows (default 500; 3 with --quick)")
+    count_flag(p, "--turns-minutes", 1, None,
+               "minutes of the long demo recording of the speaking-turn rows (default 10; 1 with --quick)")
+    count_flag(p, "--turns-long-minutes", 0, 0,
+               "also the peak RSS of --turns vad on a recording this long (copies of the --turns-minutes "
+               "one; e.g. 120), beside that of the --turns-minutes one; default 0: neither")
     count_flag(p, "--train-batches", 0, None,
                "training batches per timed epoch, the rest extrapolated; 0 = the whole sampled "
                "epoch (default 0; 2 with --quick)")
@@ -107,7 +113,8 @@ def parse_args(argv=None):
     for key, flag in (("turns", "turns"), ("batch", "batch"), ("repeats", "repeats"),
                       ("train_batches", "train_batches"), ("matmul", "matmul_size"),
                       ("rss_batch", "rss_batch"), ("feature_files", "feature_files"),
-                      ("scale_train_batches", "scale_train_batches"), ("predict_files", "predict_files")):
+                      ("scale_train_batches", "scale_train_batches"), ("predict_files", "predict_files"),
+                      ("turns_minutes", "turns_minutes")):
         if getattr(args, flag) is None:
             setattr(args, flag, preset[key])
     if args.rss_batch is None:
@@ -125,8 +132,8 @@ def parse_args(argv=None):
 
 
 def bench_pipeline(corpus, args, training, inference, channels_last):
-    """Items 1-7 on the generated corpus, the fast path with the Settings of `training` and of
-    `inference`: (rows, extra)."""
+    """Items 1-7 and 9 on the generated corpus, the fast path with the Settings of `training` and
+    of `inference`: (rows, extra)."""
     rows = []
     device = training.device
     train_prec, infer_prec = fast_precision(training), fast_precision(inference)
@@ -214,6 +221,20 @@ def bench_pipeline(corpus, args, training, inference, channels_last):
                     note="baseline column here: the PyTorch fast path, 1 worker (same models, export_onnx.py); "
                          f"max score difference to it {pr['onnx_max_diff']:.2e}"))
 
+    log("9 speaking turns (--turns vad)")
+    tu = bench_turns(corpus, args, inference, args.repeats)
+    rows.append(row(f"speaking turns: the detector alone ({args.turns_minutes}-min recording)", "h audio/min",
+                    tu["detector"][0], samples=tu["detector"][1], precision="fp32",
+                    note="Silero VAD through ONNX Runtime, one thread, reading the WAV in blocks"))
+    rows.append(row(f"speaking turns: whole prediction, 1 worker ({args.turns_minutes}-min recording)",
+                    "h audio/min", tu["prediction"][0], samples=tu["prediction"][1], precision=infer_prec,
+                    note=f"{tu['turns']} turns; the detector takes {100 * tu['share']:.1f}% of the time"))
+    rss_turns = turns_peak_rss(corpus, tu["wav"], args.turns_long_minutes) if args.turns_long_minutes else {}
+    for minutes, (mib, seconds) in rss_turns.items():
+        rows.append(row(f"speaking turns: peak RSS, {minutes:.0f}-min recording", "MiB", mib, better="-",
+                        precision="fp32", note=f"prediction_process.py --turns vad (the shipped demo models) "
+                                               f"in a child process, {seconds:.0f}s"))
+
     log("7 matmul rates")
     mm32 = bench_matmul(args.matmul_size, torch.float32, device, args.repeats)
     mm16 = bench_matmul(args.matmul_size, torch.bfloat16, device, args.repeats)
@@ -242,7 +263,8 @@ def bench_pipeline(corpus, args, training, inference, channels_last):
              "online_testing": {k: ot[k] for k in ("ccc_fast", "ccc_base", "max_pred_diff", "turns")},
              "prediction_max_diff": pr["max_pred_diff"],
              "prediction_onnx_max_diff": pr["onnx_max_diff"], "training_step_profile_percent": shares,
-             "compile_seconds": compile_s}
+             "compile_seconds": compile_s, "turns_detector_share": tu["share"],
+             "turns_peak_rss_mib": {f"{m:.0f} min": v[0] for m, v in rss_turns.items()}}
     return rows, extra
 
 
@@ -277,7 +299,7 @@ def main(argv=None):
                 "batch": args.batch, "model": args.model_type, "clusters": args.num_clusters,
                 "repeats": args.repeats, "workers": args.workers, "feature files": args.feature_files,
                 "train batches": args.train_batches or "all", "scale turns": args.scale_turns,
-                "parts": "8 (scale) only" if args.scale_only else ("1-8" if args.scale_turns else "1-7"),
+                "parts": "8 (scale) only" if args.scale_only else ("1-9" if args.scale_turns else "1-7, 9"),
                 "scale batch": args.rss_batch, "cache dtype (scale)": args.cache_dtype,
                 "threads": torch.get_num_threads(),
                 "train_precision": train_prec, "infer_precision": infer_prec, "channels_last": channels_last,

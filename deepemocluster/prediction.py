@@ -16,7 +16,7 @@ from deepemocluster.features import (chunk_turn, extract_features, feature_pool,
 from deepemocluster.model_flags import attribute_checkpoints
 from deepemocluster.time_windows import audio_seconds, clip_windows, read_windows, window_features
 from model import EMBED_DIM, load_model, predict_batch, prepare_for_inference
-from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, SHORTEST_TRAINING_TURN_SECONDS,
+from utils import (CHUNKS_PER_TURN, EMOTIONS, FRAMES_PER_CHUNK, SAMPLE_RATE, SHORTEST_TRAINING_TURN_SECONDS,
                    progress)
 
 SCORE_COLUMNS = {"Act": "Aro-Score", "Dom": "Dom-Score", "Val": "Val-Score"}
@@ -50,20 +50,27 @@ def load_runner(args):
 
 
 def models_title(args, runner):
-    """What made the predictions: the temporal type, and the release or the model folder."""
+    """What made the predictions: the temporal type, and the release or the model folder
+    (and whether they are the shipped demo models)."""
+    from deepemocluster.demo_models import DEMO_TITLE, are_demo_models
+
     if args.onnx:
-        return f"{runner.temporal_type} models ({runner.source})"
-    source = f"release {args.release}" if args.release else args.model_dir
-    return f"{args.model_type} models ({source})"
+        title = f"{runner.temporal_type} models ({runner.source})"
+    else:
+        title = f"{args.model_type} models ({f'release {args.release}' if args.release else args.model_dir})"
+    return title + (DEMO_TITLE if are_demo_models(args, runner) else "")
 
 
 # --- turns: whole files, or windows of them --------------------------------------------------------
 class Turn(NamedTuple):
-    """What is predicted as one turn: a whole file, or the window [start, end) seconds of it."""
+    """What is predicted as one turn: a whole file, or the window or speaking turn [start,
+    end) seconds of it."""
     path: str
     start: float = None
     end: float = None
     last: bool = True           # the file's last turn
+    speaker: str = None         # a speaking turn's speaker, where the turns file names one
+    kind: str = "window"        # or "turn" (--turns): Start and End exact to the sample
 
     @property
     def name(self):
@@ -71,10 +78,19 @@ class Turn(NamedTuple):
 
     @property
     def span(self):
-        """'window 0.000–11.000 s', or None for a whole file."""
+        """'window 0.000–11.000 s' (or 'turn …'), or None for a whole file."""
         if self.start is None:
             return None
-        return f"window {self.start:.{SECONDS_DECIMALS}f}–{self.end:.{SECONDS_DECIMALS}f} s"
+        return f"{self.kind} {self.start:.{SECONDS_DECIMALS}f}–{self.end:.{SECONDS_DECIMALS}f} s"
+
+    def columns(self, speakers=False):
+        """Its CSV columns before the scores: Start, End (a window's to the millisecond, a
+        speaking turn's exact) and, with `speakers`, Speaker; none for a whole file."""
+        if self.start is None:
+            return ()
+        if self.kind == "window":
+            return round(self.start, SECONDS_DECIMALS), round(self.end, SECONDS_DECIMALS)
+        return (self.start, self.end) + ((self.speaker,) if speakers else ())
 
     def describe(self, reason):
         """A reason for the errors CSV, naming the window."""
@@ -88,10 +104,13 @@ class Clip(NamedTuple):
     rate: int
 
 
-def turn_sources(paths, window, hop, errors):
+def turn_sources(paths, window, hop, errors, turn_plan=None):
     """(Turn, (path, samples, sample rate)) of every turn: whole files (read by the feature
-    workers), or each window of each file, read forward from disk; a Clip's from memory.
-    A file whose audio cannot be read goes to `errors`."""
+    workers), or each window of each file, or with `turn_plan` each speaking turn, read
+    forward from disk; a Clip's from memory. A file whose audio cannot be read goes to `errors`."""
+    if turn_plan is not None:
+        yield from speaking_turn_sources(paths, turn_plan, errors)
+        return
     for path in paths:
         if isinstance(path, Clip):
             spans = [(None, None, path.samples, path.rate, True)] if window is None else \
@@ -107,6 +126,26 @@ def turn_sources(paths, window, hop, errors):
                 yield Turn(path, start, end, last), (path, samples, rate)
         except Exception as err:  # one bad file is reported, the others still predicted
             errors.append((os.path.basename(path),
+                           f"unreadable audio ({type(err).__name__}: {str(err).strip() or 'no detail'})"))
+
+
+def speaking_turn_sources(paths, turn_plan, errors):
+    """turn_sources of --turns: "vad" (the turns the detector finds) or turn_files.GivenTurns.
+    A file without speech goes to `errors` ("no speech found")."""
+    from deepemocluster.turn_audio import VAD_TURNS, NoSpeech, recording_turns
+    from deepemocluster.vad import SpeechDetector
+
+    detector = SpeechDetector() if turn_plan == VAD_TURNS else None
+    for path in paths:
+        name = path.path if isinstance(path, Clip) else path
+        try:
+            for given, samples, rate, last in recording_turns(path, turn_plan, detector):
+                yield (Turn(name, given.start / SAMPLE_RATE, given.end / SAMPLE_RATE, last, given.speaker, "turn"),
+                       (name, samples, rate))
+        except NoSpeech as err:
+            errors.append((os.path.basename(name), str(err)))
+        except Exception as err:  # one bad file is reported, the others still predicted
+            errors.append((os.path.basename(name),
                            f"unreadable audio ({type(err).__name__}: {str(err).strip() or 'no detail'})"))
 
 
@@ -186,18 +225,16 @@ def run_models(chunked, models, settings, embeddings=False):
     return scores, vectors
 
 
-def score_rows(turns, scores, windowed):
-    """CSV rows: File_Name[, Start, End] and the three scores (models × turns, label scale)."""
-    rows = []
-    for j, turn in enumerate(turns):
-        span = (round(turn.start, SECONDS_DECIMALS), round(turn.end, SECONDS_DECIMALS)) if windowed else ()
-        rows.append((turn.name,) + span + tuple(float(s[j]) for s in scores))
-    return rows
+def score_rows(turns, scores, speakers=False):
+    """CSV rows: File_Name[, Start, End[, Speaker]] and the three scores (models × turns, label scale)."""
+    return [(turn.name,) + turn.columns(speakers) + tuple(float(s[j]) for s in scores)
+            for j, turn in enumerate(turns)]
 
 
-def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=False):
-    """Predictions of every file (or, with `window`, every window of every file) in `paths`
-    by `runner` (TorchModels or onnx_runner.OnnxModels).
+def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=False, turn_plan=None):
+    """Predictions of every file (or, with `window`, every window of every file; with `turn_plan`,
+    "vad" or turn_files.GivenTurns, every speaking turn) in `paths` by `runner` (TorchModels
+    or onnx_runner.OnnxModels).
 
     Works through the turns in blocks, so memory grows neither with the folder nor with
     the length of a recording.
@@ -207,7 +244,7 @@ def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=F
     pool = feature_pool(workers) if workers > 1 else None
     bar = progress(total=len(paths), desc="predict", unit="file")
     try:
-        for block in blocks(turn_sources(paths, window, hop, errors)):
+        for block in blocks(turn_sources(paths, window, hop, errors, turn_plan)):
             sources = [source for _, source in block]
             feats = pool.map(turn_features, sources, chunksize=4) if pool else map(turn_features, sources)
             kept, kept_feats = [], []
@@ -217,7 +254,7 @@ def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=F
                     continue
                 if feat.shape[0] < FRAMES_PER_CHUNK:
                     (whole if is_whole_turn_chunked(feat.shape[0]) else padded).append(turn.name)
-                if window is None and duration > LONG_RECORDING_SECONDS:
+                if turn.start is None and duration > LONG_RECORDING_SECONDS:
                     long_files.append((turn.name, duration))
                 if duration < SHORTEST_TRAINING_TURN_SECONDS:
                     short_turns.append((turn, duration))
@@ -225,7 +262,7 @@ def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=F
                 kept_feats.append(feat)
             if kept:
                 scores, emb = runner.predict(kept_feats, embeddings)
-                rows += score_rows(kept, scores, windowed=window is not None)
+                rows += score_rows(kept, scores, getattr(turn_plan, "speakers", False))
                 turns += kept
                 if embeddings:
                     for m in range(len(EMOTIONS)):
@@ -236,7 +273,7 @@ def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=F
         if pool:
             pool.shutdown()
     if whole or padded:   # with --window, only a file shorter than one chunk: its one window
-        warnings.warn(short_turn_warning(whole, padded, "file(s)"), stacklevel=2)
+        warnings.warn(short_turn_warning(whole, padded, "file(s)" if turn_plan is None else "turn(s)"), stacklevel=2)
     if embeddings:
         vectors = [np.concatenate(v) if v else np.zeros((0, EMBED_DIM), np.float32) for v in vectors]
     return Prediction(rows, errors, turns, vectors if embeddings else None, long_files, short_turns)
@@ -244,9 +281,10 @@ def predict_folder(paths, runner, workers=1, window=None, hop=None, embeddings=F
 
 
 # --- what the rows and the summary say --------------------------------------------------------
-def csv_header(windowed):
-    """The output CSV's columns: File_Name[, Start, End], Aro-Score, Dom-Score, Val-Score."""
-    return ["File_Name"] + (["Start", "End"] if windowed else []) + [SCORE_COLUMNS[e] for e in EMOTIONS]
+def csv_header(windowed, speakers=False):
+    """The output CSV's columns: File_Name[, Start, End[, Speaker]], Aro-Score, Dom-Score, Val-Score."""
+    return (["File_Name"] + (["Start", "End"] if windowed else []) + (["Speaker"] if speakers else [])
+            + [SCORE_COLUMNS[e] for e in EMOTIONS])
 
 
 def long_recording_warning(long_files):
@@ -263,7 +301,8 @@ def short_recording_warning(short_turns, window=None):
     turn, duration = min(short_turns, key=lambda t: t[1])
     advice = "" if window is None or window >= SHORTEST_TRAINING_TURN_SECONDS else \
         f" (--window {window:g} is shorter than that)"
-    return (f"{len(short_turns)} {'file(s)' if window is None else 'window(s)'} shorter "
+    what = "file(s)" if turn.start is None else f"{turn.kind}(s)"
+    return (f"{len(short_turns)} {what} shorter "
             f"than {SHORTEST_TRAINING_TURN_SECONDS:g} s, the shortest turn the models were trained on, "
             f"were predicted all the same{advice}; the shortest is {turn.name}"
             f"{'' if turn.span is None else ', ' + turn.span} ({duration:.2f} s)")

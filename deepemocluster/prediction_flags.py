@@ -22,8 +22,14 @@ def parse_args(argv=None, description=None, input_dir=None, output_csv=None):
                         f"{CHUNK_SECONDS:g} s) of every file as one turn: one row per window")
     p.add_argument("--hop", type=seconds("--hop"), metavar="SECONDS",
                    help="seconds between window starts (default: the window, no overlap)")
+    p.add_argument("--turns", metavar="vad|FILE",
+                   help="predict each speaking turn as one turn: one row per turn (File_Name, Start, "
+                        "End exact to the sample). `vad`: the turns a voice activity detector (Silero "
+                        "VAD) finds, cut at pauses into turns of at most 11 s as MSP-Podcast's were; "
+                        "FILE: the turns of a CSV (File_Name, Start, End[, Speaker]) or an RTTM file "
+                        "(with speakers, the output gets a Speaker column)")
     p.add_argument("--plot", metavar="DIR",
-                   help="with --window: one PNG per file of the three attributes over time")
+                   help="with --window or --turns: one PNG per file of the three attributes over time")
     p.add_argument("--embeddings", metavar="DIR",
                    help="also write each row's 256-d turn embedding of each attribute model: "
                         "DIR/embeddings_{Act,Dom,Val}.npy and DIR/index.csv")
@@ -39,10 +45,13 @@ def parse_args(argv=None, description=None, input_dir=None, output_csv=None):
     if args.window is not None and args.window < CHUNK_SECONDS:
         p.error(f"--window must be at least one chunk ({FRAMES_PER_CHUNK} frames, {CHUNK_SECONDS:g} s), "
                 f"got {args.window:g}")
+    if args.window is not None and args.turns is not None:
+        p.error("--window and --turns exclude each other: fixed windows, or speaking turns")
     if args.window is None:
-        for flag, value in (("--hop", args.hop), ("--plot", args.plot)):
-            if value is not None:
-                p.error(f"{flag} needs --window")
+        if args.hop is not None:
+            p.error("--hop needs --window")
+        if args.plot is not None and args.turns is None:
+            p.error("--plot needs --window or --turns")
     elif args.hop is None:
         args.hop = args.window
     return apply_release(args, defaults)

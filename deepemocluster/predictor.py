@@ -6,6 +6,8 @@
     table = predictor.predict(["a.wav", "b.flac"])            # one row per file, in this order
     table = predictor.predict(samples, sample_rate=44100)     # a NumPy array, (n,) or (n, channels)
     table, vectors = predictor.predict("talk.wav", window=11, embeddings=True)
+    table = predictor.predict("podcast.mp3", turns="vad")      # one row per speaking turn
+    table = predictor.predict("AUDIO_DIR", turns="diarisation.rttm")   # or a CSV, or a DataFrame
 
 A Predictor takes prediction_process.py's model flags as keyword arguments (release,
 model_type, model_dir, norm_dir, epochs, batch_size, num_clusters, unlabel_size, device,
@@ -24,8 +26,11 @@ import numpy as np
 
 from deepemocluster import prediction, prediction_flags
 from deepemocluster.compute import backends_restored, configured_backends
+from deepemocluster.demo_models import are_demo_models, demo_models_warning
 from deepemocluster.features import walk_audio
-from utils import EMOTIONS, UserError
+from deepemocluster.turn_audio import VAD_TURNS
+from deepemocluster.turn_files import turn_plan
+from utils import EMOTIONS, SAMPLE_RATE, UserError
 
 # keyword argument → prediction_process.py flag
 FLAGS = {"release": "--release", "model_type": "-mt", "model_dir": "--model-dir",
@@ -65,41 +70,58 @@ class Predictor:
         self.args = script_args(self.argv)
         with backends_restored():
             self.runner = prediction.load_runner(self.args)
+        self.demo_models = are_demo_models(self.args, self.runner)
+        self.demo_warned = False
 
     def __repr__(self):
         return f"Predictor({prediction.models_title(self.args, self.runner)})"
 
     def predict(self, audio, sample_rate=None, window=None, hop=None, embeddings=False, name="audio",
-                skip_errors=False):
+                skip_errors=False, turns=None):
         """Arousal, dominance and valence of `audio`: an audio file, a folder (searched as
         --input is), a list of files, or a NumPy array of samples ((n,) or (n, channels),
         as soundfile reads them) with its `sample_rate`, whose rows get `name`.
 
-        Returns a pandas DataFrame with the CSV's columns (File_Name[, Start, End],
+        Returns a pandas DataFrame with the CSV's columns (File_Name[, Start, End[, Speaker]],
         Aro-Score, Dom-Score, Val-Score) on the labels' scale, one row per file or, with
-        `window` (and `hop`) seconds, per window; with `embeddings`, also
-        {"Act", "Dom", "Val": (rows, 256) float32 turn embeddings}. A file that cannot be
-        predicted raises a UserError naming it, or with `skip_errors` is left out with a
-        warning; files shorter or longer than training turns are predicted with a warning.
+        `window` (and `hop`) seconds, per window, or with `turns` per speaking turn: "vad"
+        (the turns the voice activity detector finds), or the turns of a CSV or RTTM file (its
+        path) or of a table with the columns File_Name, Start, End[, Speaker] (File_Name
+        naming a file as --turns FILE does, or `name` for an array). With `embeddings`, also
+        {"Act", "Dom", "Val": (rows, 256) float32 turn embeddings}. The table's
+        attrs["models"] names the models. A file that cannot be predicted (or, with turns,
+        holds no speech) raises a UserError naming it, or with `skip_errors` is left out
+        with a warning; files shorter or longer than training turns are predicted with a warning.
         """
         import pandas as pd
 
         window, hop = self.window_flags(window, hop)
+        if turns is not None and window is not None:
+            raise UserError("window and turns exclude each other: fixed windows, or speaking turns")
         items = self.inputs(audio, sample_rate, name)
+        plan = self.turn_plan(turns, items, audio)
+        if plan is not None and plan != VAD_TURNS:
+            items = [item for item in items if getattr(item, "path", item) in plan.by_file]
         with self.scripts_backends():
-            result = prediction.predict_folder(items, self.runner, self.args.workers, window, hop, embeddings)
+            result = prediction.predict_folder(items, self.runner, self.args.workers, window, hop, embeddings,
+                                               turn_plan=plan)
         if result.errors:
             listed = "; ".join(f"{file}: {reason}" for file, reason in result.errors[:3])
             message = f"{len(result.errors)} of {len(items)} input(s) could not be predicted: {listed}"
             if not skip_errors:
                 raise UserError(message)
             warnings.warn(message, stacklevel=2)
+        if self.demo_models and not self.demo_warned and demo_models_warning(items):
+            warnings.warn(demo_models_warning(items), stacklevel=2)
+            self.demo_warned = True
         if result.long_files:
             warnings.warn(prediction.long_recording_warning(result.long_files), stacklevel=2)
         if result.short_turns:
             warnings.warn(prediction.short_recording_warning(result.short_turns, window),
                           stacklevel=2)
-        table = pd.DataFrame(result.rows, columns=prediction.csv_header(window is not None))
+        table = pd.DataFrame(result.rows, columns=prediction.csv_header(
+            window is not None or plan is not None, getattr(plan, "speakers", False)))
+        table.attrs["models"] = prediction.models_title(self.args, self.runner)
         if embeddings:
             return table, dict(zip(EMOTIONS, result.embeddings))
         return table
@@ -120,6 +142,15 @@ class Predictor:
         extra = ["--window", repr(float(window))] + ([] if hop is None else ["--hop", repr(float(hop))])
         args = script_args(self.argv + extra)
         return args.window, args.hop
+
+    @staticmethod
+    def turn_plan(turns, items, audio):
+        """The turn plan of `turns` for `items` (files under a folder named as --turns FILE
+        names them under --input; an array's Clip by its name)."""
+        clips = {item.path: round(len(item.samples) * SAMPLE_RATE / item.rate)
+                 for item in items if isinstance(item, prediction.Clip)}
+        root = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) and os.path.isdir(audio) else None
+        return turn_plan(turns, [getattr(item, "path", item) for item in items], root, clips)
 
     @staticmethod
     def inputs(audio, sample_rate, name):

@@ -171,6 +171,13 @@ def unvoiced_segment(rng, length, centre_hz):
     return unit_rms(sosfilt(sos, noise) * edge_envelope(length))
 
 
+def room_tone(rng, n_samples):
+    """The background noise synthesize_turn lays under a turn (its colour, at its mean level),
+    for the pauses between turns."""
+    noise = lfilter([1.0], [1.0, -NOISE_COLOUR_POLE], rng.standard_normal(n_samples))
+    return unit_rms(noise) * 10.0 ** (NOISE_LEVEL_DBFS / 20.0)
+
+
 def synthesize_turn(rng, speaker, latent, duration_s):
     """Speech-like audio (float, peak <= PEAK_LIMIT) for one turn with the given emotion."""
     arousal, valence, dominance = latent

@@ -25,6 +25,7 @@ from support.corpus import write_corpus  # noqa: E402
 from support.onnx_export import SHIPPED  # noqa: E402
 from support.release_server import (COMMIT, FIXTURE_TYPES, NORM_NAMES, Handler,  # noqa: E402
                                     fixture_content, git_blob_id)
+from support.prediction_setup import make_setup  # noqa: E402
 from support.training import save_models  # noqa: E402
 from utils import EMOTIONS  # noqa: E402
 
@@ -114,3 +115,10 @@ def recordings(tmp_path_factory):
         write_audio(str(audio / f"r{i}.wav"), voice(seconds, seed=i))
     (audio / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
     return audio
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Untrained Temp-Triplet models (K=4) and a NormTerm from the features of synthetic speech
+    (support.prediction_setup), once per module."""
+    return make_setup(tmp_path_factory.mktemp("predict_setup"))

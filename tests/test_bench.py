@@ -1,5 +1,5 @@
 """The bench package's own pieces (CPU, no timing assertions): the synthetic scale corpus, the CPU
-capability in the header and JSON, and the accounting of an epoch's stages."""
+capability in the header and JSON, the accounting of an epoch's stages, and the speaking-turn rows."""
 import json
 import os
 import subprocess
@@ -132,3 +132,21 @@ def test_a_real_epoch_of_both_designs_is_accounted_stage_by_stage(tmp_path):
     assert epoch_row["value"] == pytest.approx(sum(r["value"] for r in rows if "epoch stage" in r["measurement"]))
     assert all(r["precision"] == "fp32" for r in rows)
     assert "precision" in table_lines(rows)[0]
+
+
+def test_the_speaking_turn_rows_time_the_detector_and_the_prediction(tmp_path):
+    """Item 9 on a 1-minute long demo recording: both rates, the detector's share of the
+    prediction time, and a longer recording made of copies for the memory rows."""
+    import types
+
+    import soundfile as sf
+
+    from bench.turns import bench_turns, write_copies
+
+    corpus = types.SimpleNamespace(root=str(tmp_path), norm_dir=os.path.join(ROOT, "NormTerm"))
+    args = types.SimpleNamespace(turns_minutes=1, model_type="Temp-Triplet", num_clusters=10, precision="fp32")
+    result = bench_turns(corpus, args, torch.device("cpu"), 1, False)
+    assert result["turns"] >= 5 and 55 <= result["seconds"] <= 60
+    assert result["detector"][0] > 0 and result["prediction"][0] > 0 and result["share"] > 0
+    copies = write_copies(result["wav"], str(tmp_path / "three.wav"), 3)
+    assert sf.info(copies).frames == 3 * sf.info(result["wav"]).frames
