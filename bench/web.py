@@ -3,7 +3,7 @@ the tests):
 
     python -m bench.web [--minutes 10] [--requests 50] [--short-minutes 0.5] [--workdir DIR]
 
-On a speech-like recording of --minutes (images/make_long_recording.py) it times
+On a speech-like recording of --minutes (demo/long_recording.py) it times
 prediction_process.py (the whole command in a child process, and the prediction it reports),
 then app.py, started once with the same models: the /predict request for the same file
 (upload, prediction, answer), and the server's resident memory (VmRSS) after each of
@@ -19,17 +19,16 @@ import time
 
 from bench import ROOT
 from bench.measure import log
+from demo import long_recording
 from bench.memory import peak_rss
 
-TURN_FLAGS = ["--window", "11"]
+TURN_FLAGS = ["--turns", "vad"]
 RSS_SHOWN_AT = (1, 10, 25, 50)       # requests after which the RSS is printed (and the last)
 
 
 def recording(folder, minutes):
-    """A speech-like WAV of `minutes` in `folder` (images/make_long_recording.py): its path."""
-    subprocess.run([sys.executable, "images/make_long_recording.py", "--out", folder, "--minutes", str(minutes)],
-                   cwd=ROOT, check=True, capture_output=True)
-    return os.path.join(folder, "long_recording.wav")
+    """A speech-like WAV of `minutes` in `folder` (demo/long_recording.py): its path."""
+    return long_recording.write(folder, minutes)[0]
 
 
 def command_time(wav, work):

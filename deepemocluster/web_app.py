@@ -13,10 +13,12 @@ import shutil
 import signal
 import time
 
-from deepemocluster import web_live, web_requests
+from deepemocluster import prediction, web_live, web_requests
+from deepemocluster.compute import configure_backends
+from deepemocluster.demo_models import SUGGESTED_RELEASE
 from deepemocluster.model_flags import add_model_selection
 from deepemocluster.predictor import FLAGS, Predictor
-from utils import UserError
+from utils import PYTHON, UserError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -29,6 +31,9 @@ SYSTEM_FONTS = (["ui-sans-serif", "system-ui", "sans-serif"], ["ui-monospace", "
 AUDIO_TYPES = "WAV, FLAC, OGG or MP3"
 SCALE_NOTE = ("Scores are on the rating scale of the labels the models learnt from: 1–7 for "
               "MSP-Podcast (1 very calm, weak or negative; 7 very excited, strong or positive).")
+DEMO_NOTE = (f"\n\n**The demo models learnt from synthetic speech only: on real recordings their scores "
+             f"mean nothing.** For real recordings, fetch the authors' models (`{PYTHON} fetch_models.py "
+             f"{SUGGESTED_RELEASE}`) and start `{PYTHON} app.py --release {SUGGESTED_RELEASE}`.")
 
 
 def parse_args(argv=None):
@@ -60,6 +65,14 @@ def load_predictor(args):
     return Predictor(**{key: getattr(args, key) for key in FLAGS})
 
 
+def script_backends(predictor):
+    """torch's backend flags set for the whole server as prediction_process.py sets them: the
+    Predictor sets and restores them around each prediction, and with several requests at once
+    one restoring them must not change them under another."""
+    if isinstance(predictor.runner, prediction.TorchModels):
+        configure_backends(predictor.runner.settings.device)
+
+
 def build_page(recordings, live):
     """The page: a recording uploaded or recorded and the Predict button, or the live microphone;
     the turns as a plot and a table (and a CSV)."""
@@ -88,12 +101,13 @@ def build_page(recordings, live):
     with gr.Blocks(title=PAGE_TITLE, analytics_enabled=False, delete_cache=CACHE_SWEEP) as page:
         gr.Markdown(f"# {PAGE_TITLE}\n"
                     f"Arousal, dominance and valence of each speaking turn, predicted by "
-                    f"**{html.escape(recordings.title)}**. {SCALE_NOTE}")
+                    f"**{html.escape(recordings.title)}**. {SCALE_NOTE}"
+                    + (DEMO_NOTE if recordings.predictor.demo_models else ""))
         with gr.Tab("Recording"):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", buttons=["download"],
                              label=f"Recording ({AUDIO_TYPES})", elem_id="recording")
             button = gr.Button("Predict", variant="primary", elem_id="predict")
-            plot = gr.Plot(label="Arousal, dominance and valence over time", elem_id="plot")
+            plot = gr.Plot(label="Arousal, dominance and valence over time", show_label=False, elem_id="plot")
             table = gr.Dataframe(label="Speaking turns", interactive=False, elem_id="turns")
             csv = gr.File(label="CSV", elem_id="csv")
         with gr.Tab("Live"):
@@ -103,7 +117,8 @@ def build_page(recordings, live):
                 start_button = gr.Button("Start", variant="primary", elem_id="live-start")
                 stop_button = gr.Button("Stop", elem_id="live-stop")
             status = gr.Markdown(elem_id="live-status")
-            live_plot = gr.Plot(label="Live: arousal, dominance and valence", elem_id="live-plot")
+            live_plot = gr.Plot(label="Live: arousal, dominance and valence", show_label=False,
+                                elem_id="live-plot")
             live_table = gr.Dataframe(label="Speaking turns so far", interactive=False, elem_id="live-turns")
             piece = gr.Textbox(visible=False)
             session = gr.State()
@@ -125,6 +140,7 @@ def serve(args, temp_dir):
     from starlette.middleware import Middleware
 
     predictor = load_predictor(args)
+    script_backends(predictor)
     uploads = web_requests.UploadCount()
     tables = os.path.join(temp_dir, "tables")
     os.makedirs(tables)

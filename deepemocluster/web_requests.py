@@ -25,6 +25,7 @@ LOG = logging.getLogger("deepemocluster.app")
 TABLE_KEEP_SECONDS = 3600        # a CSV offered for download is removed after this
 SHOWN_DECIMALS = 3
 WARM_UP_SECONDS = 2.0            # audio predicted once at start, so that the first request is not slower
+TEMP_DIR_PREFIX = "deepemocluster-app-"
 UPLOAD_ROUTE = "/upload"
 REQUEST_TOO_LARGE = 413
 STREAMING_PLACEHOLDER_BYTES = 0x7FFFFFFF   # a data length from here up stands for "unknown"
@@ -33,7 +34,7 @@ STREAMING_PLACEHOLDER_BYTES = 0x7FFFFFFF   # a data length from here up stands f
 def turn_table(predictor, audio, sample_rate=None, name="audio"):
     """The table prediction_process.py --turns vad writes for `audio` (a file, or samples at
     `sample_rate` named `name`): File_Name, Start, End and the three scores, per speaking turn."""
-    return predictor.predict(audio, sample_rate=sample_rate, name=name, window=11.0)
+    return predictor.predict(audio, sample_rate=sample_rate, name=name, turns="vad")
 
 
 def turn_figure(table, title, band):
@@ -228,4 +229,4 @@ def prune(folder, age):
 
 def make_temp_dir():
     """A private folder for the server's uploads and tables, removed when it stops."""
-    return tempfile.mkdtemp(prefix="deepemocluster-app-")
+    return tempfile.mkdtemp(prefix=TEMP_DIR_PREFIX)

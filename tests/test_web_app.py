@@ -12,11 +12,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from demo import long_recording
+from deepemocluster.web_requests import TEMP_DIR_PREFIX
 from support import ROOT
 from support.browser import chromium, table_rows, wait_for
 from support.cli import run_script
@@ -24,7 +27,7 @@ from support.cli import run_script
 CONCURRENCY = 2
 MAX_FILE_MB = 1
 RECORDING_MINUTES = 0.3          # 18 s of speech-like audio, under MAX_FILE_MB as a 16-bit WAV
-COMMAND_TURNS = ["--window", "11"]
+COMMAND_TURNS = ["--turns", "vad"]
 SCORES = ["Aro-Score", "Dom-Score", "Val-Score"]
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 SCREENSHOT = "DEEPEMOCLUSTER_SCREENSHOT"   # also save the browser test's screenshot here (docs)
@@ -74,17 +77,15 @@ def server(tmp_path_factory):
                  "--max-file-mb", str(MAX_FILE_MB))
     yield srv
     assert srv.stop() == 0
-    assert not [f for f in srv.files() if not f.startswith(str(srv.gradio_dir))]   # its own folder removed
+    assert not list(srv.tmp_dir.glob(TEMP_DIR_PREFIX + "*"))      # its own folder removed
     assert "Traceback" not in srv.log()
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
-    """A folder holding one speech-like recording (images/make_long_recording.py): its path."""
-    folder = tmp_path_factory.mktemp("recording")
-    code, out, err = run_script("images/make_long_recording.py", "--out", folder, "--minutes", RECORDING_MINUTES)
-    assert code == 0, err
-    return folder / "long_recording.wav"
+    """A folder holding one speech-like recording with known turns (demo/long_recording.py): its path."""
+    wav, _, _ = long_recording.write(str(tmp_path_factory.mktemp("recording")), RECORDING_MINUTES)
+    return Path(wav)
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +211,7 @@ def test_the_page_predicts_an_upload_and_shows_errors(server, recording, command
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#predict"))
         assert driver.find_element(By.CSS_SELECTOR, "#predict").text == "Predict"
         assert "1–7 for MSP-Podcast" in driver.page_source
+        assert "the shipped demo models" in driver.page_source and "app.py --release v1.8-ssl" in driver.page_source
         for path, message, accepted in (
                 (broken_files(tmp_path / "broken", recording)["notes.wav"], "Format not recognised", True),
                 (too_large_file(tmp_path, recording), f"exceed the maximum allowed size of {MAX_FILE_MB}", False)):
@@ -226,6 +228,9 @@ def test_the_page_predicts_an_upload_and_shows_errors(server, recording, command
         assert rows == [[name] + [f"{value:.3f}" for value in values]
                         for name, *values in command_table.values.tolist()]
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#plot img"))
+        for close in driver.find_elements(By.CSS_SELECTOR, "[data-testid='toast-close']"):
+            close.click()
+        wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "[data-testid='toast-body']"))
         for png in [tmp_path / "page.png"] + ([os.environ[SCREENSHOT]] if os.environ.get(SCREENSHOT) else []):
             assert driver.save_screenshot(str(png))
     finally:

@@ -7,7 +7,7 @@ import pytest
 
 CHROMIUM = ("chromium", "chromedriver")
 REQUIRED = "BROWSER_TESTS"   # =required (.ci/run sets it): a missing browser fails, never skips
-WINDOW = "1280,1300"
+WINDOW = "1280,1440"
 
 
 def chromium(fake_microphone=None):
