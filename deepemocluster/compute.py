@@ -181,6 +181,18 @@ MALLOC_TRIM_THRESHOLD = 256 * 2**20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
+def glibc():
+    """The C library if it is glibc (it has mallopt and malloc_trim), else None."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
 def reuse_freed_memory():
     """Let glibc reuse freed blocks of up to 32 MiB instead of returning them to the system.
 
@@ -189,16 +201,20 @@ def reuse_freed_memory():
     time of a CPU evaluation pass. Evaluation passes are sized to stay under this threshold
     (model.CPU_TURNS_PER_PASS). Does nothing where the C library is not glibc.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = glibc()
+    if libc is None:
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and \
-        bool(mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and \
+        bool(libc.mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+
+
+def return_freed_memory():
+    """Hand back to the system the freed heap that reuse_freed_memory keeps (up to 256 MiB): a
+    server does so after each request, so that its resident memory does not creep up from
+    request to request. Does nothing where the C library is not glibc."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def configure_backends(device):

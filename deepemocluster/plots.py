@@ -1,4 +1,4 @@
-"""--plot: arousal, dominance and valence of one recording over time, as a PNG."""
+"""--plot and the web page: arousal, dominance and valence of one recording over time."""
 import numpy as np
 
 from utils import EMOTIONS, atomic_path
@@ -18,7 +18,14 @@ def label_band(norm):
 
 
 def plot_over_time(path, spans, scores, title, band):
-    """Write a PNG of the three attributes over time.
+    """Write a PNG of the three attributes over time (figure_over_time)."""
+    fig = figure_over_time(spans, scores, title, band)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def figure_over_time(spans, scores, title, band):
+    """A matplotlib Figure of the three attributes over time.
 
     `spans` (windows × 2) are the windows' start and end in seconds, `scores`
     (windows × 3) their Act, Dom, Val scores. Each window is drawn as a bar over its
@@ -48,5 +55,4 @@ def plot_over_time(path, spans, scores, title, band):
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8, ncol=3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    return fig
