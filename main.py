@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepemocluster import distributed
+from deepemocluster import distributed, fine_tuning
 from clustering import check_cluster_count, kmeans_on_gpu, nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
 from deepemocluster.corpus import (CACHE_DIR, FEATURES_DIR, LABELS_CSV, UNLABELED_FEATURES_DIR,
@@ -72,7 +72,9 @@ def parse_args(argv=None):
                    default=distributed.DEFAULT_TIMEOUT_MINUTES,
                    help="under torchrun: minutes a process waits for the others before the run "
                         f"stops (default {distributed.DEFAULT_TIMEOUT_MINUTES})")
+    fine_tuning.add_flags(p)
     args = p.parse_args(argv)
+    fine_tuning.check_flags(p, args)
     if args.resume and args.overwrite:
         p.error("--resume continues a run and --overwrite starts it again: give one of them")
     return args
@@ -308,10 +310,13 @@ def train_run(args, settings, run):
     triplet_gen = torch.Generator().manual_seed(args.seed) if args.model_type == "Temp-Triplet" else None
     run.check_not_taken(args.resume, args.overwrite)
     distributed.check_batch(args.batch_size, settings.world_size)
+    start_point = fine_tuning.starting_point(args, settings, run.history)
     train_set, val_set, unlabelled = load_data(args, settings)
     model, compiled = build_training_model(args, settings, len(train_set))
     optimizers = make_optimizers(model)
-    history = {"train_loss": [], "unsup_loss": [], "val_loss": [], "nmi": [], "seconds": []}
+    fine_tuning.start_from(model, optimizers, start_point, args.resume)
+    history = {"train_loss": [], "unsup_loss": [], "val_loss": [], "nmi": [], "seconds": [],
+               **fine_tuning.record(start_point)}
     cluster_log, best, start = [], float("inf"), 0
     if args.resume:
         start, best, history, cluster_log = resume_state(run, model, optimizers, rng, triplet_gen)
@@ -322,8 +327,11 @@ def train_run(args, settings, run):
                  f"{val_set.split} turns, {args.num_clusters} clusters, {epoch_count(args.epochs)}, batch "
                  f"{args.batch_size}{', ' + str(args.unlabel_size) + ' unlabelled turns' if unlabelled else ''}, "
                  f"{where_it_runs(settings, compiled)}")
+    if start_point is not None:
+        settings.log(fine_tuning.describe(start_point, args.norm_dir))
     for epoch in range(start, args.epochs):
         t0 = time.time()
+        fine_tuning.hold_encoder(model, epoch, start_point)
         unsup_loss = None
         if unlabelled is not None:
             unsup_loss = unsupervised_stage(model, unlabelled, optimizers, args, settings, rng,
@@ -352,7 +360,8 @@ def train_run(args, settings, run):
             history[key].append(value)
         if settings.is_main:
             if improved:
-                save_torch(run.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})
+                save_torch(run.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model),
+                                            **fine_tuning.record(start_point)})
             save_epoch_state(run, model, optimizers, epoch, best, history, cluster_log, rng, triplet_gen)
         settings.log(f"epoch {epoch + 1}/{args.epochs}  train loss {train_loss:.4f}"
                      f"{f'  unsupervised loss {unsup_loss:.4f}' if unsup_loss is not None else ''}"

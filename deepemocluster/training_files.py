@@ -152,6 +152,7 @@ def resume_state(run, model, optimizers, rng, triplet_gen):
     except (OSError, ValueError) as err:
         raise UserError(f"--resume: cannot read the training history or cluster log beside "
                         f"{run.resume} ({err}); start the training again without --resume")
-    # A kill between writing these and the resume file leaves them one epoch ahead.
-    history = {k: v[:epoch] for k, v in history.items()}
+    # A kill between writing these and the resume file leaves them one epoch ahead (the lists
+    # of per-epoch values; the others, such as the fine-tuning's starting point, stay).
+    history = {k: v[:epoch] if isinstance(v, list) else v for k, v in history.items()}
     return epoch, state["best_val_loss"], history, cluster_log[:epoch]
