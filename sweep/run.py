@@ -4,6 +4,7 @@ lines that do it, and its results.csv row read back from the folder.
 
 Nothing here starts a process: an executor (sweep/local.py) runs the command lines.
 """
+import hashlib
 import json
 import os
 import re
@@ -11,9 +12,11 @@ import sys
 from dataclasses import dataclass
 
 from model import checkpoint_name
+from deepemocluster.releases import RELEASES
 from deepemocluster.training_files import saved_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the scripts' folder: commands run from here
+FROM_SCRATCH = "none"      # the --init-from grid level of a run trained from scratch
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Run:
     epochs: int
     batch: int
     folder: str
+    init: str = FROM_SCRATCH     # main.py --init-from: a release's name or a checkpoint's path
 
     @property
     def name(self):
@@ -40,6 +44,19 @@ class Run:
 
     def test_json(self, split):
         return os.path.join(self.folder, f"test_{split}.json")
+
+
+def init_tag(init):
+    """A starting point in a run folder's name: '' from scratch (the name of every sweep before
+    the --init-from axis), '_from-v1.8' for a release, '_from-<stem>-<hash>' for a checkpoint
+    file (the hash of its absolute path keeps files of the same name apart)."""
+    if init == FROM_SCRATCH:
+        return ""
+    if init in RELEASES:
+        return f"_from-{init}"
+    stem = os.path.basename(init)
+    stem = re.sub(r"[^\w.-]+", "_", stem[:-len(".pth.tar")] if stem.endswith(".pth.tar") else stem)
+    return f"_from-{stem}-{hashlib.sha1(os.path.abspath(init).encode()).hexdigest()[:8]}"
 
 
 def read_json(path):
@@ -92,6 +109,8 @@ def commands(run, s, device, action):
     out = []
     if action in ("train", "resume", "overwrite"):
         extra = {"train": [], "resume": ["--resume"], "overwrite": ["--overwrite"]}[action]
+        if run.init != FROM_SCRATCH:
+            extra = ["--init-from", run.init] + extra
         out.append(("main", training_launcher(s.processes) + ["main.py"] + model +
                     ["--seed", str(run.seed), "--unlabeled-features", s.unlabeled_features,
                      "--val-split", s.val_split] + extra))
@@ -134,4 +153,4 @@ def make_row(run, s):
             "seconds": seconds, "precision": run.precision, "device": trained_device(run),
             "commit": record.get("commit", ""),
             "status": "ok" if done else "failed",
-            "error": "" if done else record.get("error", "")}
+            "error": "" if done else record.get("error", ""), "init_from": run.init}
