@@ -313,10 +313,12 @@ def describe(start, norm_dir):
     """The start-up line's account of the starting point."""
     if start is None:
         return ""
-    norm = (f"features normalised with {start.source}'s statistics, labels with the corpus's Train "
+    norm = ("features normalised with the source's statistics, labels with the corpus's Train "
             f"statistics (both in {norm_dir})" if start.feature_norm == "source" else
             f"features and labels normalised with the corpus's Train statistics ({norm_dir})")
     epochs = "epoch" if start.freeze_epochs == 1 else f"{start.freeze_epochs} epochs"
     freeze = f", the encoder held fixed for the first {epochs}" if start.freeze_epochs else ""
     rates = f", learning rates × {start.lr_scale:g}" if start.lr_scale != 1 else ""
-    return f"starting from {start.source} ({start.checkpoint}): {norm}{freeze}{rates}"
+    source = (f"release {start.source} ({start.checkpoint})" if start.kind == "release"
+              else f"checkpoint {start.checkpoint}")
+    return f"starting from {source}: {norm}{freeze}{rates}"

@@ -13,6 +13,8 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,14 +24,14 @@ import main as train_main
 import online_testing
 import prediction_process
 import reproduce
-from conftest import write_random_release
+from conftest import ROOT, write_random_release
 from deepemocluster import fine_tuning, releases
 from deepemocluster.compute import single_process
-from deepemocluster.features import load_norm_term
+from deepemocluster.features import load_norm_term, norm_files
 from deepemocluster.labels import label_norm_term
 from model import (ARCH, build_model, checkpoint_name, load_model, read_checkpoint,
                    released_state_dict)
-from utils import EMOTIONS, UserError, save_torch
+from utils import EMOTIONS, NORM_VAR, UserError, save_mat, save_torch
 
 MT, K, EMO = "Temp-CNN", 10, "Act"          # the random v1.8 release's Act model
 ENCODER = ("cnn_features.", "cnn_out.")
@@ -154,7 +156,7 @@ def refusals(tmp, released):
         (["--init-from", write_checkpoint(tmp / "k4.pth.tar", k=4)],
          "was trained with 4 clusters, but -nc 10 was given: give -nc 4"),
         (["--init-from", str(named_val)],
-         f"is a model of Val (its name says so), but -emo Act was given: give -emo Val, or a checkpoint of Act"),
+         "is a model of Val (its name says so), but -emo Act was given: give -emo Val, or a checkpoint of Act"),
         (["--init-from", str(tmp / "notes.txt")], "the file is damaged or not a PyTorch checkpoint"),
         (["--init-from", write_checkpoint(tmp / "plain.pth.tar", state=False)],
          "not a TempDeepEmoCluster checkpoint (no 'state_dict')"),
@@ -366,3 +368,51 @@ def test_a_results_csv_without_the_init_from_column_is_read_as_from_scratch(tmp_
     assert [r["init_from"] for r in read_results(str(tmp_path))] == ["none"]
     assert reproduce.main(["--report", str(tmp_path)]) == 0
     assert "## K = 10, unlabel 0, precision auto, epochs 30, batch 64, Test1\n" in (tmp_path / "results.md").read_text()
+
+
+# --- torchrun -------------------------------------------------------------------------------------
+def test_a_fine_tuning_under_torchrun_is_that_of_one_process(tiny_corpus, tmp_path):
+    """2 processes (gloo, CPU) and 1 process, from the same checkpoint with its own feature
+    statistics: rank 0 writes the run's NormTerm pair, every process starts from the source
+    (epoch 1's k-means assignment, made from the features of both processes' shares, is the
+    1-process one), and the losses and the record are those of one process (the losses to the
+    float rounding of the exchanges, which Adam's normalised steps carry over 4 batches)."""
+    source = write_checkpoint(tmp_path / "source.pth.tar", "Temp-Triplet", 4)
+    source_norm = tmp_path / "source_norm"
+    for key, path in norm_files(str(source_norm)).items():
+        if key.startswith("feat"):
+            save_mat(path, NORM_VAR, np.full((1, 128), 2.0 if key == "feat_mean" else 3.0))
+
+    def argv(name):
+        return ["-ep", "1", "-batch", "4", "-emo", EMO, "-nc", "4", "-mt", "Temp-Triplet",
+                "--precision", "fp32", "--compile", "off", "--seed", "7",
+                "--features", tiny_corpus["features"], "--labels", tiny_corpus["labels"],
+                "--norm-dir", str(tmp_path / name / "NormTerm"), "--model-dir", str(tmp_path / name / "models"),
+                "--cache-dir", str(tmp_path / name / "cache"), "--init-from", source,
+                "--init-feature-norm", "source", "--init-norm-dir", str(source_norm)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    two = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                            "2", "main.py"] + argv("two"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    assert train_main.main(argv("one")) is None
+    out, err = two.communicate(timeout=900)
+    assert two.returncode == 0, err[-3000:]
+    assert "on 2 processes (gloo, cpu, fp32)" in out
+    assert out.count(f"starting from checkpoint {source}: features normalised with the source's") == 1
+    name = checkpoint_name(1, 4, 4, EMO, "Temp-Triplet")[:-len(".pth.tar")]
+    runs = {}
+    for key in ("one", "two"):
+        folder = tmp_path / key / "models"
+        with open(folder / (name + "_history.json")) as f:
+            runs[key] = {"history": json.load(f), "clusters": np.load(folder / (name + "_clusters.npy")),
+                         "record": read_checkpoint(str(folder / (name + ".pth.tar")))["init_from"],
+                         "norm": load_norm_term(str(tmp_path / key / "NormTerm"))}
+    one, two = runs["one"], runs["two"]
+    np.testing.assert_array_equal(two["clusters"], one["clusters"])
+    assert two["history"]["train_loss"][0] == pytest.approx(one["history"]["train_loss"][0], rel=1e-3)
+    assert two["history"]["val_loss"][0] == pytest.approx(one["history"]["val_loss"][0], rel=1e-3)
+    assert two["record"] == one["record"] and two["record"]["feature_norm"] == "source"
+    for key, value in one["norm"].items():
+        np.testing.assert_array_equal(two["norm"][key], value)
+    np.testing.assert_array_equal(two["norm"]["feat_mean"], np.full(128, 2.0))
+    np.testing.assert_array_equal(two["norm"]["feat_std"], np.full(128, 3.0))
