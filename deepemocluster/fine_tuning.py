@@ -34,17 +34,23 @@ RECORD_KEY = "init_from"                        # in the checkpoint and the hist
 ENCODER_MODULES = ("cnn_features", "cnn_out")   # the chunk encoder (model.py)
 FRESH_MODULE = "top_layer_class"                # the cluster top layer, made anew every epoch
 FEATURE_KEYS = ("feat_mean", "feat_std")
-# The flags of this module (dest → flag) and their defaults, which apply with --init-from only.
+# The defaults of the flags that go with --init-from (by dest), which apply with it only.
 FLAG_DEFAULTS = {"init_feature_norm": DEFAULT_FEATURE_NORM, "init_norm_dir": None,
                  "init_freeze_epochs": DEFAULT_FREEZE_EPOCHS, "init_lr_scale": DEFAULT_LR_SCALE}
-FLAGS = {"init_feature_norm": "--init-feature-norm", "init_norm_dir": "--init-norm-dir",
-         "init_freeze_epochs": "--init-freeze-epochs", "init_lr_scale": "--init-lr-scale"}
+# The record's fields that a flag sets (field → dest): a resumed run's flags must agree.
+RECORDED_FLAGS = {"source": "init_from", "feature_norm": "init_feature_norm",
+                  "freeze_epochs": "init_freeze_epochs", "lr_scale": "init_lr_scale"}
 CHECKPOINT_NAME = re.compile(r"^TempDeepEmoCluster_epoch\d+_batch\d+_(\d+)clusters_(Act|Dom|Val)_"
                              r"(Temp-[A-Za-z]+)(?:_unlabel\d+)?\.pth\.tar$")
 KEYS_SHOWN = 3
 
 
 # --- the flags ---------------------------------------------------------------------------
+def flag(dest):
+    """The command-line spelling of a flag: init_lr_scale → --init-lr-scale."""
+    return "--" + dest.replace("_", "-")
+
+
 def positive_scale(text):
     """An argparse type: a number above 0."""
     try:
@@ -62,9 +68,9 @@ def add_flags(parser):
     g.add_argument("--init-from", metavar="SOURCE",
                    help="start from the weights of SOURCE for the same -mt and -emo: an installed "
                         "release (" + ", ".join(releases.RELEASES) + ", as --release names them; "
-                        "fetch_models.py installs them) or a checkpoint file; the encoder, the "
-                        "temporal model and both heads' first layers are loaded, the cluster top "
-                        "layer is made anew each epoch as always")
+                        "fetch_models.py installs them) or a checkpoint file. All its weights are "
+                        "loaded (the encoder, the temporal model, the regression head, the cluster "
+                        "head's first layer) but the cluster top layer, made anew each epoch as always")
     g.add_argument("--init-feature-norm", choices=FEATURE_NORMS, default=None,
                    help=f"features normalised with the corpus's Train statistics (the --norm-dir "
                         f"of norm_para.py; default {DEFAULT_FEATURE_NORM}) or with the source's "
@@ -84,7 +90,7 @@ def add_flags(parser):
 
 def check_flags(parser, args):
     """The fine-tuning flags need --init-from; left out, they take their defaults."""
-    given = [FLAGS[dest] for dest in FLAG_DEFAULTS if getattr(args, dest) is not None]
+    given = [flag(dest) for dest in FLAG_DEFAULTS if getattr(args, dest) is not None]
     if given and args.init_from is None:
         parser.error(f"{', '.join(given)}: for fine-tuning only (give --init-from SOURCE)")
     if args.init_norm_dir is not None and args.init_feature_norm != "source":
@@ -264,15 +270,11 @@ def recorded_start(args, history_path):
         return None
     start = Start(**{f.name: record[f.name] for f in fields(Start) if f.name != "state"})
     if args.init_from is not None:
-        given = {"source": args.init_from, "feature_norm": args.init_feature_norm,
-                 "freeze_epochs": args.init_freeze_epochs, "lr_scale": args.init_lr_scale}
-        flags = {"source": "--init-from", "feature_norm": "--init-feature-norm",
-                 "freeze_epochs": "--init-freeze-epochs", "lr_scale": "--init-lr-scale"}
-        for key, value in given.items():
-            if value != getattr(start, key):
-                raise UserError(f"--resume: this run started with {flags[key]} "
-                                f"{getattr(start, key)}, not {value}: give the flags it started "
-                                "with (or leave the fine-tuning flags out)")
+        for key, dest in RECORDED_FLAGS.items():
+            if getattr(args, dest) != getattr(start, key):
+                raise UserError(f"--resume: this run started with {flag(dest)} {getattr(start, key)}, "
+                                f"not {getattr(args, dest)}: give the flags it started with (or "
+                                "leave the fine-tuning flags out)")
     return start
 
 
