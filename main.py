@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepemocluster import distributed
+from deepemocluster import distributed, fine_tuning
 from clustering import check_cluster_count, kmeans_on_gpu, nmi, run_kmeans
 from dataloader import CACHE_DTYPES, ChunkCache, LabelledTurns, batches
 from deepemocluster.corpus import (CACHE_DIR, FEATURES_DIR, LABELS_CSV, UNLABELED_FEATURES_DIR,
@@ -72,7 +72,9 @@ def parse_args(argv=None):
                    default=distributed.DEFAULT_TIMEOUT_MINUTES,
                    help="under torchrun: minutes a process waits for the others before the run "
                         f"stops (default {distributed.DEFAULT_TIMEOUT_MINUTES})")
+    fine_tuning.add_flags(p)
     args = p.parse_args(argv)
+    fine_tuning.check_flags(p, args)
     if args.resume and args.overwrite:
         p.error("--resume continues a run and --overwrite starts it again: give one of them")
     return args
@@ -316,10 +318,13 @@ def train_run(args, settings, files):
     seed_everything(args.seed)
     files.check_not_taken(args.resume, args.overwrite)
     distributed.check_batch(args.batch_size, settings.world_size)
+    start_point = fine_tuning.starting_point(args, settings, files.history)
     train_set, val_set, unlabelled = load_data(args, settings)
     model, compiled = build_training_model(args, settings, len(train_set))
     place = where_it_ran(settings, compiled)
     state = fresh_state(model, args.seed, args.model_type)
+    fine_tuning.start_from(model, state.optimizers, start_point, args.resume)
+    state.history.update(fine_tuning.record(start_point))
     if args.resume:
         resume_state(files, state)
         settings.log(f"resuming {files.checkpoint} after epoch {state.epoch}")
@@ -329,8 +334,11 @@ def train_run(args, settings, files):
                  f"{val_set.split} turns, {args.num_clusters} clusters, {epoch_count(args.epochs)}, batch "
                  f"{args.batch_size}{', ' + str(args.unlabel_size) + ' unlabelled turns' if unlabelled else ''}, "
                  f"{where_it_runs(place)}")
+    if start_point is not None:
+        settings.log(fine_tuning.describe(start_point, args.norm_dir))
     for epoch in range(state.epoch, args.epochs):
         t0 = time.time()
+        fine_tuning.hold_encoder(model, epoch, start_point)
         unsup_loss = None
         if unlabelled is not None:
             unsup_loss = unsupervised_stage(state, unlabelled, args, settings)
@@ -356,7 +364,8 @@ def train_run(args, settings, files):
                         seconds=time.time() - t0, ran_on=place)
         if settings.is_main:
             if improved:
-                save_torch(files.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model)})
+                save_torch(files.checkpoint, {"arch": ARCH, "state_dict": released_state_dict(model),
+                                              **fine_tuning.record(start_point)})
             save_epoch_state(files, state)
         settings.log(f"epoch {epoch + 1}/{args.epochs}  train loss {train_loss:.4f}"
                      f"{f'  unsupervised loss {unsup_loss:.4f}' if unsup_loss is not None else ''}"

@@ -10,6 +10,7 @@ import copy
 import math
 import os
 import pickle
+import zipfile
 
 import torch
 import torch.nn as nn
@@ -33,6 +34,7 @@ TRIPLET_MARGIN = 1.0
 TRIPLET_TRIPLES = 10
 TRIPLET_WINDOW = 2
 DATAPARALLEL_MODULES = ("cnn_features", "cnn_out")
+PICKLE_PROTO = b"\x80"
 
 
 def conv_blocks():
@@ -318,11 +320,22 @@ def canonical_state_dict(state_dict):
     return out
 
 
+def is_torch_file(path):
+    """Whether a file is what torch.save writes: a zip archive, or (before PyTorch 1.6) a pickle,
+    which starts with the PROTO opcode."""
+    with open(path, "rb") as f:
+        first = f.read(1)
+    return first == PICKLE_PROTO or zipfile.is_zipfile(path)
+
+
 def read_checkpoint(path):
     """Load a checkpoint file safely: tensors, strings and dicts only, no code runs."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}. Train it with main.py (see README) "
                         "or put a released checkpoint there.")
+    if not is_torch_file(path):
+        raise UserError(f"cannot read checkpoint {path}: the file is damaged or not a PyTorch "
+                        "checkpoint (neither a zip archive nor a pickle, as torch.save writes)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

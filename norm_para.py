@@ -9,16 +9,14 @@ testing and prediction map the outputs back with the same mean and std, so label
 on any numeric scale work, and predictions come back on the corpus's own scale.
 """
 import argparse
-import os
-from contextlib import ExitStack
 
 import numpy as np
 
 from dataloader import load_features
 from deepemocluster.corpus import FEATURES_DIR, LABELS_CSV, NORM_DIR
-from deepemocluster.features import FeatureNorm, norm_files
-from deepemocluster.labels import feature_paths, read_labels
-from utils import EMOTIONS, NORM_VAR, N_MELS, UserError, atomic_path, load_mat, progress, run_cli, write_mat
+from deepemocluster.features import save_norm_term
+from deepemocluster.labels import feature_paths, label_norm_term
+from utils import EMOTIONS, N_MELS, UserError, progress, run_cli
 
 
 
@@ -51,34 +49,10 @@ def feature_mean_std(paths):
 
 
 def compute_norm_term(labels_csv, features_dir):
-    stems, labels = read_labels(labels_csv, "Train", EMOTIONS)
+    stems, labels = label_norm_term(labels_csv)
     mean, std = feature_mean_std(feature_paths(features_dir, stems))
-    term = {"features": FeatureNorm(mean, std)}
-    for emo in EMOTIONS:
-        term[f"{emo}_mean"] = float(np.mean(labels[emo]))
-        term[f"{emo}_std"] = float(np.std(labels[emo]))
-    return term, len(stems)
+    return {"feat_mean": mean, "feat_std": std, **labels}, len(stems)
 
-
-def save_norm_term(term, norm_dir):
-    """Write the NormTerm files that change, all or none: each to a temporary file, renamed
-    into place only once all are whole (a full disk leaves the old set, not a mix). A file
-    that already holds the same values is left as it is."""
-    paths = norm_files(norm_dir)
-    features = term["features"]
-    values = {"feat_mean": features.mean, "feat_std": features.std,
-              **{key: value for key, value in term.items() if key != "features"}}
-    with ExitStack() as renames:
-        for key, value in values.items():
-            value = np.asarray(value, dtype=np.float64).reshape(1, -1)
-            if os.path.isfile(paths[key]):
-                try:
-                    if np.array_equal(load_mat(paths[key], NORM_VAR), value):
-                        continue
-                except Exception:
-                    pass
-            write_mat(renames.enter_context(atomic_path(paths[key])), NORM_VAR, value)
-    return paths
 
 
 def main(argv=None):

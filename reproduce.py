@@ -6,9 +6,9 @@ over several seeds, then tabulate and compare (method §8).
     python reproduce.py --report sweep     # rebuild results.md and results.png from results.csv
     python reproduce.py ... --out sweep --executor slurm --slurm-partition gpu --slurm-gpus-per-run 1
 
-Lists are comma-separated; every combination of -mt, -emo, -nc, -unlabel, --precision
-and --seeds is one run: `main.py` then `online_testing.py`, each in its own folder
-`OUT/runs/<type>_<emo>_K<k>_U<n>_<precision>_ep<E>_b<B>_seed<s>/` (checkpoints, main.log,
+Lists are comma-separated; every combination of -mt, -emo, -nc, -unlabel, --precision,
+--init-from and --seeds is one run: `main.py` then `online_testing.py`, each in its own folder
+`OUT/runs/<type>_<emo>_K<k>_U<n>_<precision>_ep<E>_b<B>[_from-<source>]_seed<s>/` (checkpoints, main.log,
 test.log, test_<split>.json, run.json). `--jobs N` runs N CPU runs at once (each gets
 cores // N threads); `--devices cuda:0,cuda:1` runs one per device (name a device twice
 for two runs on it). Run the same command again after a kill: finished runs are kept,
@@ -43,7 +43,8 @@ from sweep import slurm as sweep_slurm
 from sweep import slurm_job as sweep_slurm_job
 from sweep.local import AFTER_FULL_DISK, run_all
 from sweep.report import COLUMNS, write_report
-from sweep.run import ROOT, Run, make_row, plan
+from sweep.run import FROM_SCRATCH, ROOT, Run, init_tag, make_row, plan
+from deepemocluster.releases import RELEASES
 from utils import (EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, UserError, at_least, atomic_path, run_cli)
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -75,6 +76,7 @@ class Settings:
     threads: int        # OMP/MKL threads per process of a run
     slurm: sweep_slurm_job.SlurmOptions = None    # --executor slurm: what each run's job asks for
     processes: int = 1  # training processes per run (torchrun, one per GPU of a SLURM job)
+    inits: tuple = (FROM_SCRATCH,)   # starting points: none (from scratch), releases, checkpoints
 
 
 def parse_args(argv=None):
@@ -86,6 +88,10 @@ def parse_args(argv=None):
     g.add_argument("-nc", "--num_clusters", default="10", help="k-means clusters K, each ≥ 2 (default 10)")
     g.add_argument("-unlabel", "--unlabel_size", default="0", help="unlabelled turns (default 0)")
     g.add_argument("--precision", default="auto", help="auto, fp32, bf16 (default auto)")
+    g.add_argument("--init-from", default=FROM_SCRATCH, metavar="SOURCES",
+                   help="starting points: none (from scratch; the default), installed releases "
+                        "(v1.8, v1.8-ssl) or checkpoint files, as main.py --init-from takes them; "
+                        "none,v1.8 compares fine-tuning the release with training from scratch")
     g.add_argument("--seeds", default="31,32,33", help="training seeds (default 31,32,33)")
     g.add_argument("-ep", "--epochs", type=at_least(1, "-ep"), default=30, help="epochs (default 30)")
     g.add_argument("-batch", "--batch_size", type=at_least(1, "-batch"), default=64,
@@ -169,6 +175,12 @@ def parse_list(text, what, convert=str, allowed=None, minimum=None):
     return tuple(values)
 
 
+def starting_point(text):
+    """An --init-from item: none, a release's name, or a checkpoint's path (made absolute: the
+    runs start in the scripts' folder)."""
+    return text if text == FROM_SCRATCH or text in RELEASES else os.path.abspath(text)
+
+
 def parse_devices(text):
     """The --devices list: cpu, cuda or cuda:N (repeats allowed), checked against this machine."""
     devices = [s.strip() for s in text.split(",")]
@@ -208,6 +220,7 @@ def settings_from_args(args):
         unlabels=parse_list(args.unlabel_size, "-unlabel", int, minimum=0),
         precisions=parse_list(args.precision, "--precision", allowed=PRECISIONS),
         seeds=parse_list(args.seeds, "--seeds", int, minimum=0),
+        inits=parse_list(args.init_from, "--init-from", starting_point),
         epochs=args.epochs, batch=args.batch_size,
         features=os.path.abspath(args.features), labels=os.path.abspath(args.labels),
         norm_dir=os.path.abspath(args.norm_dir),
@@ -221,11 +234,13 @@ def settings_from_args(args):
 def grid(settings):
     """Every run of the sweep, seeds innermost."""
     runs = []
-    for mt, emo, k, n, prec, seed in itertools.product(settings.types, settings.emotions, settings.clusters,
-                                                       settings.unlabels, settings.precisions, settings.seeds):
-        name = f"{mt}_{emo}_K{k}_U{n}_{prec}_ep{settings.epochs}_b{settings.batch}_seed{seed}"
+    for mt, emo, k, n, prec, init, seed in itertools.product(settings.types, settings.emotions, settings.clusters,
+                                                             settings.unlabels, settings.precisions, settings.inits,
+                                                             settings.seeds):
+        name = (f"{mt}_{emo}_K{k}_U{n}_{prec}_ep{settings.epochs}_b{settings.batch}{init_tag(init)}"
+                f"_seed{seed}")
         runs.append(Run(mt, emo, k, n, prec, seed, settings.epochs, settings.batch,
-                        os.path.join(settings.out, "runs", name)))
+                        os.path.join(settings.out, "runs", name), init))
     return runs
 
 

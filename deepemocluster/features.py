@@ -5,12 +5,14 @@ Every number comes from utils.py, where each is defined once.
 """
 import functools
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 
 from utils import (CHUNKS_PER_TURN, CLIP_VALUE, EMOTIONS, FRAMES_PER_CHUNK, HOP_LENGTH, N_FFT,
-                   N_MELS, NORM_VAR, PYTHON, SAMPLE_RATE, SHORTEST_WHOLE_TURN, UserError, load_mat)
+                   N_MELS, NORM_VAR, PYTHON, SAMPLE_RATE, SHORTEST_WHOLE_TURN, UserError, atomic_path,
+                   load_mat, write_mat)
 
 
 # --- method §3: audio and the mel spectrogram -------------------------------------
@@ -137,6 +139,24 @@ def load_norm_term(norm_dir, emotions=EMOTIONS, labels=None, features=None):
     term = {"features": FeatureNorm(values.pop("feat_mean"), values.pop("feat_std"))}
     term.update((key, float(value[0])) for key, value in values.items())
     return term
+
+
+def save_norm_term(term, norm_dir):
+    """Write the NormTerm files that change, all or none: each to a temporary file, renamed
+    into place only once all are whole (a full disk leaves the old set, not a mix). A file
+    that already holds the same values is left as it is."""
+    paths = norm_files(norm_dir)
+    with ExitStack() as renames:
+        for key, value in term.items():
+            value = np.asarray(value, dtype=np.float64).reshape(1, -1)
+            if os.path.isfile(paths[key]):
+                try:
+                    if np.array_equal(load_mat(paths[key], NORM_VAR), value):
+                        continue
+                except Exception:
+                    pass
+            write_mat(renames.enter_context(atomic_path(paths[key])), NORM_VAR, value)
+    return paths
 
 
 def normalise_features(feat, mean, std):

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from deepemocluster.corpus import LABELS_CSV
-from utils import LABEL_COLUMN, PYTHON, VALIDATION_SPLITS, UserError
+from utils import EMOTIONS, LABEL_COLUMN, PYTHON, TRAIN_SPLIT, VALIDATION_SPLITS, UserError
 
 MISSING_LABEL_TEXT = ("", "nan", "na", "n/a", "none")
 NAMES_SHOWN = 5
@@ -134,6 +134,17 @@ def read_labels(csv_path, split, emotions=()):
             raise UserError(f"labels file {csv_path}: a non-numeric {column} value ({err})")
     return stems, labels
 
+
+
+def label_norm_term(csv_path):
+    """The Train split's stems and each attribute's label mean and population std over it
+    (method §3: training regresses (label − mean) / std)."""
+    stems, labels = read_labels(csv_path, TRAIN_SPLIT, EMOTIONS)
+    term = {}
+    for emo in EMOTIONS:
+        term[f"{emo}_mean"] = float(np.mean(labels[emo]))
+        term[f"{emo}_std"] = float(np.std(labels[emo]))
+    return stems, term
 
 def feature_paths(feat_dir, stems):
     """The .mat of every stem; refuse with the count and first names of missing ones."""

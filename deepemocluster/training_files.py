@@ -222,7 +222,8 @@ def resume_state(files, training):
     except (OSError, ValueError) as err:
         raise UserError(f"--resume: cannot read the training history or cluster log beside "
                         f"{files.resume} ({err}); start the training again without --resume")
-    # A kill between writing these and the resume file leaves them one epoch ahead.
-    training.history = {k: v[:epoch] for k, v in history.items()}
+    # A kill between writing these and the resume file leaves them one epoch ahead (the lists
+    # of per-epoch values; the others, such as the fine-tuning's starting point, stay).
+    training.history = {k: v[:epoch] if isinstance(v, list) else v for k, v in history.items()}
     training.cluster_log = cluster_log[:epoch]
     training.epoch, training.best = epoch, state["best_val_loss"]

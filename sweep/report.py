@@ -13,11 +13,14 @@ import numpy as np
 from utils import EMOTIONS, TEMPORAL_TYPES, TEST_SPLIT, UserError, atomic_path
 
 COLUMNS = ("type", "attribute", "K", "unlabel", "seed", "epochs", "batch", "split", "CCC",
-           "best_epoch", "seconds", "precision", "device", "commit", "status", "error")
+           "best_epoch", "seconds", "precision", "device", "commit", "status", "error", "init_from")
+# Columns a results.csv of an earlier version lacks, and the value they stand for there.
+LATER_COLUMNS = {"init_from": "none"}
+FROM_SCRATCH = LATER_COLUMNS["init_from"]
 # The factors compared pairwise (CSV column, name in results.md); the others are context.
 FACTORS = (("type", "temporal type"), ("K", "K"), ("unlabel", "unlabel"),
-           ("precision", "precision"))
-CONTEXT = ("K", "unlabel", "precision", "epochs", "batch", "split")
+           ("precision", "precision"), ("init_from", "starting point"))
+CONTEXT = ("K", "unlabel", "precision", "epochs", "batch", "split", "init_from")
 MIN_PAIRED = 3
 ATTRIBUTE_NAMES = {"Act": "arousal", "Dom": "dominance", "Val": "valence"}
 
@@ -29,12 +32,14 @@ def read_results(out):
         raise UserError(f"{path} not found: run a sweep with --out {out} first")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in LATER_COLUMNS]
         if missing:
             raise UserError(f"{path} lacks the column(s) {', '.join(missing)}")
         rows = list(reader)
     try:
         for row in rows:
+            for key, value in LATER_COLUMNS.items():
+                row[key] = row.get(key) or value
             for key in ("K", "unlabel", "seed", "epochs", "batch"):
                 row[key] = int(row[key])
             row["CCC"] = float(row["CCC"]) if row["status"] == "ok" else None
@@ -55,8 +60,10 @@ def context_of(row, without=None):
 
 def describe(context):
     names = {"K": "K = {}", "unlabel": "unlabel {}", "precision": "precision {}",
-             "epochs": "epochs {}", "batch": "batch {}", "split": "{}", "type": "{}"}
-    return ", ".join(names[k].format(v) for k, v in context)
+             "epochs": "epochs {}", "batch": "batch {}", "split": "{}", "type": "{}",
+             "init_from": "from {}"}
+    return ", ".join(names[k].format(v) for k, v in context
+                     if (k, v) != ("init_from", FROM_SCRATCH))
 
 
 def unique(values):
@@ -170,8 +177,9 @@ def render_markdown(rows):
     if failed:
         lines += ["## Failed runs", "", "| run | status | error |", "|---|---|---|"]
         for r in failed:
+            start = "" if r["init_from"] == FROM_SCRATCH else f", from {r['init_from']}"
             name = (f"{r['type']} {r['attribute']}, K = {r['K']}, unlabel {r['unlabel']}, "
-                    f"{r['precision']}, epochs {r['epochs']}, seed {r['seed']}")
+                    f"{r['precision']}, epochs {r['epochs']}{start}, seed {r['seed']}")
             lines.append(f"| {name} | {r['status']} | {r['error'].replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)

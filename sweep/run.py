@@ -4,14 +4,18 @@ lines that do it, and its results.csv row read back from the folder.
 
 Nothing here starts a process: an executor (sweep/local.py) runs the command lines.
 """
+import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 
+from deepemocluster.releases import RELEASES
 from deepemocluster.training_files import TrainingFiles, saved_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the scripts' folder: commands run from here
+FROM_SCRATCH = "none"      # the --init-from grid level of a run trained from scratch
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Run:
     epochs: int
     batch: int
     folder: str
+    init: str = FROM_SCRATCH     # main.py --init-from: a release's name or a checkpoint's path
 
     @property
     def name(self):
@@ -38,6 +43,19 @@ class Run:
 
     def test_json(self, split):
         return os.path.join(self.folder, f"test_{split}.json")
+
+
+def init_tag(init):
+    """A starting point in a run folder's name: '' from scratch (the name of every sweep before
+    the --init-from axis), '_from-v1.8' for a release, '_from-<stem>-<hash>' for a checkpoint
+    file (the hash of its absolute path keeps files of the same name apart)."""
+    if init == FROM_SCRATCH:
+        return ""
+    if init in RELEASES:
+        return f"_from-{init}"
+    stem = os.path.basename(init)
+    stem = re.sub(r"[^\w.-]+", "_", stem[:-len(".pth.tar")] if stem.endswith(".pth.tar") else stem)
+    return f"_from-{stem}-{hashlib.sha1(os.path.abspath(init).encode()).hexdigest()[:8]}"
 
 
 def read_json(path):
@@ -90,6 +108,8 @@ def commands(run, settings, device, action):
     out = []
     if action in ("train", "resume", "overwrite"):
         extra = {"train": [], "resume": ["--resume"], "overwrite": ["--overwrite"]}[action]
+        if run.init != FROM_SCRATCH:
+            extra = ["--init-from", run.init] + extra
         out.append(("main", training_launcher(settings.processes) + ["main.py"] + model +
                     ["--seed", str(run.seed), "--unlabeled-features", settings.unlabeled_features,
                      "--val-split", settings.val_split] + extra))
@@ -130,4 +150,4 @@ def make_row(run, settings):
             "seconds": seconds, "precision": run.precision, "device": trained_device(run),
             "commit": record.get("commit", ""),
             "status": "ok" if done else "failed",
-            "error": "" if done else record.get("error", "")}
+            "error": "" if done else record.get("error", ""), "init_from": run.init}

@@ -37,6 +37,7 @@ import prediction_process  # noqa: E402
 import reproduce  # noqa: E402
 import utils  # noqa: E402
 from dataloader import cache_bytes  # noqa: E402
+from deepemocluster.features import norm_files  # noqa: E402
 from deepemocluster.labels import read_labels  # noqa: E402
 from model import build_model  # noqa: E402
 from utils import DiskFullError, FREE_SPACE_AND_RERUN, UserError, human_size, run_cli  # noqa: E402
@@ -315,7 +316,7 @@ def test_feature_extraction_stops_at_a_full_disk_and_continues_when_run_again(di
 
 def test_normterm_is_replaced_whole_or_not_at_all(corpus, disk, tmp_path, capsys):
     norm = str(tmp_path / "NormTerm")
-    for path in norm_para.norm_files(norm).values():
+    for path in norm_files(norm).values():
         utils.save_mat(path, utils.NORM_VAR, np.zeros((1, 1)))
     before = snapshot(norm)
     disk("val_norm_means.mat", room=100)

@@ -30,7 +30,7 @@ import norm_para  # noqa: E402
 import online_testing  # noqa: E402
 import prediction_process  # noqa: E402
 from dataloader import LabelledTurns  # noqa: E402
-from deepemocluster.features import FeatureNorm  # noqa: E402
+from deepemocluster.features import FeatureNorm, norm_files  # noqa: E402
 from model import ARCH, checkpoint_name  # noqa: E402
 from utils import (FEATURE_VAR, FRAMES_PER_CHUNK, NORM_VAR, load_mat, save_mat, save_torch,  # noqa: E402
                    sentence_uniform_sample, sentence_uniform_weights)
@@ -281,9 +281,9 @@ def test_checkpoint_and_normterm_writes_are_atomic(corpus, tmp_path, monkeypatch
     assert torch.equal(torch.load(ckpt, weights_only=True)["state_dict"]["w"], torch.ones(3))
     # NormTerm files replaced while the process is killed: the old ones stay whole.
     norm = str(tmp_path / "NormTerm")
-    for path in norm_para.norm_files(norm).values():
+    for path in norm_files(norm).values():
         save_mat(path, NORM_VAR, np.zeros((1, 1)))
-    old = {p: open(p, "rb").read() for p in norm_para.norm_files(norm).values()}
+    old = {p: open(p, "rb").read() for p in norm_files(norm).values()}
 
     def killed_mid_savemat(f, *args, **kwargs):
         f.write(b"MATLAB 5.0 MAT-file, half written")
