@@ -280,8 +280,9 @@ def wait_for_gradients(settings):
     """Hold the CPU until the gradient all_reduce that DDP started in backward is done: a barrier
     queued behind it. DDP never waits for it on the CPU, and the next CUDA synchronisation would
     wait for it without a time limit (under NCCL's blocking wait no watchdog runs); the barrier's
-    wait is the process group's, so a lost process raises here, in Python. Nothing in a plain run."""
-    if settings.distributed:
+    wait is the process group's, so a lost process raises here, in Python. Nothing in a plain run,
+    nor under gloo, whose all_reduce DDP waits for at the end of backward."""
+    if settings.backend == "nccl":
         dist.barrier()
 
 

@@ -179,10 +179,10 @@ def test_the_process_backend_flags_are_left_as_the_predictor_found_them(models, 
     assert tf32_and_autotuning() == users_flags
     during, predict_folder = [], prediction.predict_folder
 
-    def on_the_cpu(items, runner, *args):
+    def on_the_cpu(items, runner, *args, **kwargs):
         during.append(tf32_and_autotuning())
         return predict_folder(items, runner._replace(settings=dataclasses.replace(runner.settings, device=cpu)),
-                              *args)
+                              *args, **kwargs)
 
     monkeypatch.setattr(prediction, "predict_folder", on_the_cpu)
     table = predictor.predict(str(models["audio"] / "a.wav"))
