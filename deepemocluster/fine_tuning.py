@@ -12,7 +12,6 @@ for testing and prediction. The starting point is recorded in the checkpoint ("i
 the history JSON; --resume continues from the run's own state and never loads the source again.
 """
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from deepemocluster import distributed, releases
 from deepemocluster.features import load_norm_term, norm_files, save_norm_term
 from deepemocluster.labels import label_norm_term
 from model import build_model, canonical_state_dict, infer_checkpoint_setup, read_checkpoint
-from utils import NORM_VAR, TEMPORAL_TYPES, UserError, at_least, load_mat
+from utils import NORM_VAR, TEMPORAL_TYPES, UserError, at_least, file_sha256, load_mat
 
 FEATURE_NORMS = ("corpus", "source")
 DEFAULT_FEATURE_NORM = "corpus"
@@ -176,14 +175,6 @@ def check_source(source, model_type, emotion, n_clusters, released_dir=None):
     its grid before the first run)."""
     _, path, _ = resolve_source(source, model_type, emotion, n_clusters, released_dir)
     source_weights(path, model_type, n_clusters)
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- the NormTerm pair -------------------------------------------------------------------
