@@ -26,6 +26,7 @@ IR_VERSION = 10
 WAVEFORM = "waveform"
 WAVEFORM_FORMAT = "temporal-deepemocluster-mel/1"
 WAVEFORM_FILE = "mel_spectrogram.onnx"
+TELEMETRY_SWITCH = "ORT_DISABLE_TELEMETRY"
 
 # The front end the graphs expect (features.mel_spectrogram), written into every file.
 FEATURE_SETTINGS = {
@@ -49,13 +50,23 @@ def feature_norm_digest(feature_norm):
     return digest.hexdigest()
 
 
+def onnx_runtime():
+    """The onnxruntime module, imported with its telemetry off: on Linux (seen with 1.32),
+    importing it looks up Microsoft's event collector (mobile.events.data.microsoft.com) and
+    writes a session file into the temporary folder, unless ORT_DISABLE_TELEMETRY is set."""
+    os.environ.setdefault(TELEMETRY_SWITCH, "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def session_options(threads=None):
     """ONNX Runtime's session options, set as its thread-management guide describes for the
     CPU provider: every graph optimisation; operators in sequence (the graph has no parallel
     branches); intra-operator threads = the cores this process may use; and no spinning of
     idle threads, since the three sessions run one after another and an idle session's
     spinning threads would take the cores from the one running."""
-    import onnxruntime as ort
+    ort = onnx_runtime()
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -67,7 +78,7 @@ def session_options(threads=None):
 
 def open_session(path, options=None):
     """An ONNX Runtime CPU session of one file; a file it cannot load is a UserError."""
-    import onnxruntime as ort
+    ort = onnx_runtime()
 
     try:
         return ort.InferenceSession(path, options or session_options(),

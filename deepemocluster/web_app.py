@@ -7,10 +7,12 @@ link, sends no analytics, loads the models once at start, queues requests beyond
 """
 import argparse
 import html
+import ipaddress
 import logging
 import os
 import shutil
 import signal
+import socket
 import time
 
 from deepemocluster import prediction, web_live, web_requests
@@ -44,12 +46,13 @@ def parse_args(argv=None):
     p.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_MB,
                    help=f"largest upload accepted, in MiB (default {DEFAULT_MAX_FILE_MB})")
     p.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
-                   help="requests predicted at once; more wait in a queue (default: the CPU's cores, "
-                        f"{os.cpu_count()})")
+                   help="recordings predicted at once, and live sessions followed at once; more wait "
+                        f"in a queue (default: the CPU's cores, {os.cpu_count()})")
     add_model_selection(p)
-    p.add_argument("--workers", type=int, default=1, help="feature-extraction processes per request")
-    p.add_argument("--onnx", metavar="DIR",
-                   help="predict with the three models export_onnx.py wrote into DIR, through ONNX Runtime")
+    p.add_argument("--workers", type=int, default=1, help="feature-extraction processes per request "
+                                                          "(prediction_process.py's --workers)")
+    p.add_argument("--onnx", metavar="DIR", help="predict with the three models export_onnx.py wrote into "
+                                                 "DIR, through ONNX Runtime (prediction_process.py's --onnx)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error(f"--port must be between 0 and 65535, got {args.port}")
@@ -161,6 +164,9 @@ def serve(args, temp_dir):
         raise UserError(f"cannot serve on {args.host}:{args.port} ({err}): pick another --port") from None
     web_requests.LOG.info("serving on http://%s:%d (queue: %d at once, uploads up to %g MiB)",
                           args.host, page.server_port, args.concurrency, args.max_file_mb)
+    if not ipaddress.ip_address(socket.gethostbyname(args.host)).is_loopback:
+        web_requests.LOG.warning("--host %s: whoever can reach this machine can use the page (no login); "
+                                 "the microphone works only on http://localhost or over https", args.host)
     try:
         while page.is_running:
             time.sleep(WAIT_SECONDS)
@@ -182,6 +188,7 @@ def main(argv=None):
     web_requests.route_warnings()
     temp_dir = web_requests.make_temp_dir()
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(temp_dir, "gradio"))
     stop_on_sigterm()
     try:

@@ -12,6 +12,9 @@ pytest.register_assert_rewrite("support")
 from support import ROOT  # noqa: E402
 
 sys.path.insert(0, ROOT)
+# Tests never reach the internet: ONNX Runtime's import would look up its telemetry collector
+# (deepemocluster/onnx_runner.onnx_runtime), in this process and the scripts' it starts.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import export_onnx  # noqa: E402
 import feat_extract  # noqa: E402

@@ -21,7 +21,7 @@ import pytest
 from demo import long_recording
 from deepemocluster.web_requests import TEMP_DIR_PREFIX
 from support import ROOT
-from support.browser import chromium, table_rows, wait_for
+from support.browser import chromium, close_messages, elements, table_rows, wait_for
 from support.cli import run_script
 
 CONCURRENCY = 2
@@ -92,7 +92,8 @@ def recording(tmp_path_factory):
 def command_table(recording, tmp_path_factory):
     """What prediction_process.py writes for the recording."""
     out = tmp_path_factory.mktemp("command") / "pred.csv"
-    code, _, err = run_script("prediction_process.py", "--input", recording.parent, "--output", out, *COMMAND_TURNS)
+    code, _, err = run_script("prediction_process.py", "--input", recording.parent, "--output", out,
+                              *COMMAND_TURNS)
     assert code == 0, err
     return pd.read_csv(out)
 
@@ -114,8 +115,10 @@ def api_table(client, path):
 
 def assert_same_turns(table, expected):
     assert list(table.columns) == ["File_Name", "Start", "End"] + SCORES
-    assert table[["File_Name", "Start", "End"]].values.tolist() == expected[["File_Name", "Start", "End"]].values.tolist()
-    np.testing.assert_allclose(table[SCORES].to_numpy(float), expected[SCORES].to_numpy(float), rtol=0, atol=1e-5)
+    turns = ["File_Name", "Start", "End"]
+    assert table[turns].values.tolist() == expected[turns].values.tolist()
+    np.testing.assert_allclose(table[SCORES].to_numpy(float), expected[SCORES].to_numpy(float),
+                               rtol=0, atol=1e-5)
 
 
 def broken_files(folder, recording):
@@ -162,7 +165,8 @@ def test_broken_and_too_large_uploads_get_an_error_and_the_server_goes_on(server
     big = too_large_file(tmp_path, recording)
     with pytest.raises(ValueError, match="exceeds the maximum file size"):
         client.predict(handle_file(str(big)), api_name="/predict")
-    assert upload_status(server.url, big) == (413, f"File size exceeded maximum allowed size of {MAX_FILE_MB * 2 ** 20} bytes.")
+    limit = MAX_FILE_MB * 2 ** 20
+    assert upload_status(server.url, big) == (413, f"File size exceeded maximum allowed size of {limit} bytes.")
     assert server.log().count(f"refused an upload from 127.0.0.1: over --max-file-mb {MAX_FILE_MB} MiB") == 1
     assert_same_turns(api_table(client, recording)[0], command_table)
 
@@ -171,8 +175,9 @@ def upload_status(url, path):
     """(HTTP status, body) of the file at `path` sent to the server's upload route as a browser
     sends it, past gradio_client's own size check."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: audio/wav\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: audio/wav\r\n\r\n")
+    body = head.encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(f"{url}/gradio_api/upload", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:
@@ -203,75 +208,75 @@ def test_models_load_once_and_no_upload_is_kept(server, client, recording):
 
 
 def test_the_page_predicts_an_upload_and_shows_errors(server, recording, command_table, tmp_path):
-    from selenium.webdriver.common.by import By
-
     driver = chromium()
     try:
-        driver.get(server.url)
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#predict"))
-        assert driver.find_element(By.CSS_SELECTOR, "#predict").text == "Predict"
-        assert "1–7 for MSP-Podcast" in driver.page_source
-        assert "the shipped demo models" in driver.page_source and "app.py --release v1.8-ssl" in driver.page_source
-        for path, message, accepted in (
-                (broken_files(tmp_path / "broken", recording)["notes.wav"], "Format not recognised", True),
-                (too_large_file(tmp_path, recording), f"exceed the maximum allowed size of {MAX_FILE_MB}", False)):
+        open_page(driver, server.url)
+        assert elements(driver, "#predict")[0].text == "Predict"
+        for text in ("1–7 for MSP-Podcast", "the shipped demo models", "app.py --release v1.8-ssl"):
+            assert text in driver.page_source
+        refused = ((broken_files(tmp_path / "broken", recording)["notes.wav"], "Format not recognised", True),
+                   (too_large_file(tmp_path, recording), f"exceed the maximum allowed size of {MAX_FILE_MB}", False))
+        for path, message, accepted in refused:
             upload(driver, path, accepted)
-            driver.find_element(By.CSS_SELECTOR, "#predict").click()
-            toast = wait_for(driver, lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, "[data-testid='toast-body']")
-                                                if message in t.text])
-            assert path.name in toast[0]
-            for close in driver.find_elements(By.CSS_SELECTOR, "[data-testid='toast-close']"):
-                close.click()
+            elements(driver, "#predict")[0].click()
+            shown = wait_for(driver, lambda d: [m.text for m in elements(d, "[data-testid='toast-body']")
+                                                if message in m.text])
+            assert path.name in shown[0]
+            close_messages(driver)
         upload(driver, recording)
-        driver.find_element(By.CSS_SELECTOR, "#predict").click()
+        elements(driver, "#predict")[0].click()
         rows = wait_for(driver, lambda d: table_rows(d, "#turns"))
         assert rows == [[name] + [f"{value:.3f}" for value in values]
                         for name, *values in command_table.values.tolist()]
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#plot img"))
-        for close in driver.find_elements(By.CSS_SELECTOR, "[data-testid='toast-close']"):
-            close.click()
-        wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "[data-testid='toast-body']"))
+        wait_for(driver, lambda d: elements(d, "#plot img"))
+        close_messages(driver)
         for png in [tmp_path / "page.png"] + ([os.environ[SCREENSHOT]] if os.environ.get(SCREENSHOT) else []):
             assert driver.save_screenshot(str(png))
     finally:
         driver.quit()
 
 
+def open_page(driver, url):
+    driver.get(url)
+    wait_for(driver, lambda d: elements(d, "#predict"))
+
+
 def upload(driver, path, accepted=True):
     """Put a file into the page's recording box (clearing what it held); wait until the server
     holds it, if it is `accepted`."""
-    from selenium.webdriver.common.by import By
-
-    for clear in driver.find_elements(By.CSS_SELECTOR, "#recording button[aria-label='Clear']"):
+    for clear in elements(driver, "#recording button[aria-label='Clear']"):
         clear.click()
-    box = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#recording input[type=file]"))
-    box[0].send_keys(str(path))
+    wait_for(driver, lambda d: elements(d, "#recording input[type=file]"))[0].send_keys(str(path))
     if accepted:
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#recording audio"))
+        wait_for(driver, lambda d: elements(d, "#recording audio"))
 
 
 def test_live_mode_shows_the_turns_of_the_microphone(server, recording):
-    from selenium.webdriver.common.by import By
-
     driver = chromium(fake_microphone=recording)
     try:
-        driver.get(server.url)
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#predict"))
-        next(tab for tab in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if tab.text == "Live").click()
-        start = driver.find_element(By.CSS_SELECTOR, "#live-start")
+        open_page(driver, server.url)
+        next(tab for tab in elements(driver, "button[role=tab]") if tab.text == "Live").click()
+        start = elements(driver, "#live-start")[0]
         wait_for(driver, lambda d: start.is_displayed())
         start.click()
-        rows = wait_for(driver, lambda d: len(table_rows(d, "#live-turns")) >= 2 and table_rows(d, "#live-turns"))
-        assert all(row[0] == "microphone" for row in rows)
-        starts, ends = [float(row[1]) for row in rows], [float(row[2]) for row in rows]
-        assert starts[0] >= 0 and all(s < e for s, e in zip(starts, ends))
-        assert all(e <= s for e, s in zip(ends, starts[1:]))
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#live-plot img"))
-        driver.find_element(By.CSS_SELECTOR, "#live-stop").click()
-        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#live-status").text.startswith("stopped after"))
+        first = wait_for(driver, lambda d: len(table_rows(d, "#live-turns")) >= 2 and table_rows(d, "#live-turns"))
+        later = wait_for(driver, lambda d: grown(first, table_rows(d, "#live-turns")))
+        for rows in (first, later):
+            assert all(row[0] == "microphone" for row in rows)
+            starts, ends = [float(row[1]) for row in rows], [float(row[2]) for row in rows]
+            assert starts[0] >= 0 and all(s < e for s, e in zip(starts, ends))
+            assert all(e <= s for e, s in zip(ends, starts[1:]))
+        wait_for(driver, lambda d: elements(d, "#live-plot img"))
+        elements(driver, "#live-stop")[0].click()
+        wait_for(driver, lambda d: elements(d, "#live-status")[0].text.startswith("stopped after"))
     finally:
         driver.quit()
     assert not [f for f in server.files() if f.lower().endswith(AUDIO_SUFFIXES)]
+
+
+def grown(before, rows):
+    """`rows` if the turns reach further than `before` did (more turns, or the last one longer)."""
+    return rows if rows and (len(rows) > len(before) or float(rows[-1][2]) > float(before[-1][2])) else None
 
 
 def test_flags_and_faults_at_start_give_one_line(tmp_path):

@@ -10,6 +10,7 @@ in this process or a child), slurm_cluster.sh (a one-machine SLURM cluster).
 - models: checkpoints and NormTerms for prediction, in the project's names and release layouts
 - release_server: a fixture release and the raw-file server fetch_models.py downloads it from
 - onnx_export: the shipped models exported to ONNX, and the tolerances they are held to
+- browser: Debian's Chromium in headless mode through Selenium, with a fake microphone
 """
 import os
 

@@ -19,7 +19,8 @@ def chromium(fake_microphone=None):
 
     paths = [shutil.which(name) for name in CHROMIUM]
     if not all(paths):
-        message = "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        message = ("Debian's chromium and chromium-driver are not installed "
+                   "(apt-get install chromium chromium-driver)")
         if os.environ.get(REQUIRED) == "required":
             pytest.fail(message)
         pytest.skip(message)
@@ -35,6 +36,20 @@ def chromium(fake_microphone=None):
     return webdriver.Chrome(service=Service(paths[1]), options=options)
 
 
+def elements(driver, selector):
+    """The page's elements that the CSS `selector` picks."""
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def close_messages(driver):
+    """Close the page's messages (Gradio's toasts) and wait until they are gone."""
+    for close in elements(driver, "[data-testid='toast-close']"):
+        close.click()
+    wait_for(driver, lambda d: not elements(d, "[data-testid='toast-body']"))
+
+
 def wait_for(driver, condition, seconds=120):
     """condition(driver)'s first true value within `seconds`."""
     from selenium.webdriver.support.ui import WebDriverWait
@@ -48,6 +63,6 @@ def table_rows(driver, selector):
     empty table."""
     from selenium.webdriver.common.by import By
 
-    rows = driver.find_elements(By.CSS_SELECTOR, f"{selector} [role=row][data-index]")
+    rows = elements(driver, f"{selector} [role=row][data-index]")
     cells = [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "[role=gridcell]")] for row in rows]
     return [row for row in cells if any(row)]
