@@ -79,8 +79,8 @@ def test_training_and_its_resumption(gpu_machine, tiny_corpus, tmp_path, monkeyp
     monkeypatch.setattr(train_main, "save_epoch_state", save)
     train_main.main(argv + ["--resume"])
     assert gpu_machine == []
-    resume = torch.load(str(tmp_path / "m" / "TempDeepEmoCluster_epoch2_batch8_4clusters_Act_Temp-Triplet"
-                                                   "_resume.pth.tar"), weights_only=True)
+    path = str(tmp_path / "m" / "TempDeepEmoCluster_epoch2_batch8_4clusters_Act_Temp-Triplet_resume.pth.tar")
+    resume = torch.load(path, weights_only=True)
     assert resume["epoch"] == 2 and resume["cuda_rng"] is None
 
 
