@@ -206,6 +206,7 @@ def stopping_cleanly(settings, resume_file):
         raise ProcessError(message.text(TERMINATED if isinstance(err, Terminated) else
                                         f"an exchange with the other processes failed: {first_line(err)}"))
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    dist.barrier()                  # every process done (rank 0 writes last) before any leaves the group
     dist.destroy_process_group()
 
 
